@@ -1,0 +1,95 @@
+"""The ASGI application: MLflow's own server, with the SharingHub guard in front.
+
+``create_app`` is the ``mlflow.app`` entry point ``sharinghub``, so both
+``mlflow server --app-name sharinghub`` and ``mlflow-sharinghub server`` run
+it in each worker process. It reads the settings, gives MLflow the
+environment this product needs (workspaces on, the job runner off, the host
+and origin allowlists), and only then imports MLflow's server, which reads
+that environment when it is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import cache
+
+import anyio.to_thread
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
+
+from mlflow_sharinghub.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+WORKSPACE_STORE_URI = "sharinghub://"
+
+
+def configure_logging(level: str) -> None:
+    """Send this package's log lines to stderr as ``LEVEL:logger:message``."""
+    package_logger = logging.getLogger("mlflow_sharinghub")
+    package_logger.setLevel(level)
+    if not package_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+        package_logger.addHandler(handler)
+        package_logger.propagate = False
+
+
+def prepare_mlflow_environment(settings: Settings) -> None:
+    """Put the settings where MLflow's server reads them."""
+    for name, value in settings.mlflow_environment().items():
+        if name == "MLFLOW_FLASK_SERVER_SECRET_KEY" and os.environ.get(name):
+            continue
+        os.environ[name] = value
+
+
+def create_app() -> ASGIApp:
+    """Build the guarded MLflow application of one worker process."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    prepare_mlflow_environment(settings)
+
+    from mlflow.server.fastapi_app import app as mlflow_app
+    from mlflow.tracking._workspace.registry import get_workspace_store
+
+    from mlflow_sharinghub.middleware import SharingHubMiddleware
+    from mlflow_sharinghub.sharinghub import SharingHubClient
+    from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
+
+    sharinghub = SharingHubClient(
+        settings.sharinghub_url,
+        timeout=settings.sharinghub_timeout,
+        cache_ttl=settings.sharinghub_cache_ttl,
+        session_cookie=settings.sharinghub_session_cookie,
+    )
+
+    @cache
+    def workspaces() -> SharingHubWorkspaceStore:
+        store = get_workspace_store(WORKSPACE_STORE_URI)
+        if not isinstance(store, SharingHubWorkspaceStore):
+            raise TypeError(f"unexpected workspace store {type(store).__name__}")
+        return store
+
+    async def readiness() -> Response:
+        checks = {"backend_store": "ok", "sharinghub": "ok"}
+        try:
+            await anyio.to_thread.run_sync(lambda: workspaces().ping())
+        except Exception as exc:  # any failure of the store means "not ready"
+            logger.warning("Readiness: backend store failed: %s", type(exc).__name__)
+            checks["backend_store"] = "failing"
+        if not await sharinghub.ping():
+            checks["sharinghub"] = "failing"
+        ready = all(value == "ok" for value in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    logger.debug("Worker %d serving SharingHub %s", os.getpid(), settings.sharinghub_url)
+    return SharingHubMiddleware(
+        mlflow_app,
+        settings=settings,
+        sharinghub=sharinghub,
+        workspaces=workspaces,
+        readiness=readiness,
+    )

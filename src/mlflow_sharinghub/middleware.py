@@ -1,0 +1,344 @@
+"""The guard in front of MLflow: one request, step by step.
+
+1. Public routes (health, readiness, version, static UI files) answer at once.
+2. The project is read from the URL; a malformed one is a 404.
+3. The route policy classifies the MLflow route; refused routes stop here.
+4. The caller's credential (Bearer token, else session cookie, else none)
+   and SharingHub's answer for the project give an access level.
+5. The level must allow the route's action.
+6. MLflow gets the request with the prefix stripped and the project's
+   workspace set by this server, never by the client.
+
+Every refusal is an MLflow-format JSON error, except that a browser without a
+session is sent to SharingHub's login.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote, urlencode
+
+import anyio.to_thread
+from mlflow.server.security_utils import is_allowed_host_header, should_block_cors_request
+from starlette.requests import cookie_parser
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlflow_sharinghub.access import effective_level, require
+from mlflow_sharinghub.errors import (
+    NotFound,
+    PermissionDenied,
+    RequestRefused,
+    Unauthenticated,
+)
+from mlflow_sharinghub.pages import landing_page
+from mlflow_sharinghub.paths import check_artifact_paths
+from mlflow_sharinghub.policy import Action, classify
+from mlflow_sharinghub.projects import ProjectRoute, split_project_path, workspace_name
+from mlflow_sharinghub.settings import Settings
+from mlflow_sharinghub.sharinghub import (
+    ANONYMOUS,
+    Credential,
+    CredentialKind,
+    ProjectAccess,
+    Refusal,
+    SharingHubClient,
+)
+from mlflow_sharinghub.urls import ProxyTrust
+from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
+
+_logger = logging.getLogger(__name__)
+
+WORKSPACE_HEADER = b"x-mlflow-workspace"
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_UI_SERVER_INFO = "/ajax-api/3.0/mlflow/server-info"
+_TOKEN_HINT = "Set MLFLOW_TRACKING_TOKEN to a GitLab token (or log in to SharingHub)."
+
+Readiness = Callable[[], Awaitable[Response]]
+
+
+class SharingHubMiddleware:
+    """An ASGI app that decides every request before MLflow sees it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        sharinghub: SharingHubClient,
+        workspaces: Callable[[], SharingHubWorkspaceStore],
+        readiness: Readiness,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.sharinghub = sharinghub
+        self.workspaces = workspaces
+        self.readiness = readiness
+        self.proxies = ProxyTrust(settings.trusted_proxies)
+        self.host_allowlist = settings.host_allowlist
+        self.origin_allowlist = settings.origin_allowlist
+        ancestors = " ".join(["'self'", *settings.frame_origins])
+        self.frame_policy = f"frame-ancestors {ancestors}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        headers = dict(scope["headers"])
+        try:
+            await self._handle(scope, headers, receive, send)
+        except RequestRefused as refusal:
+            await self._refuse(scope, headers, refusal, receive, send)
+
+    async def _handle(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> None:
+        path: str = scope["path"]
+        if path == "/health":
+            await JSONResponse({"status": "healthy"})(scope, receive, send)
+            return
+        self._check_host_and_origin(scope, headers)
+        if path == "/ready":
+            await (await self.readiness())(scope, receive, send)
+            return
+
+        route = split_project_path(path)
+        if route is None:
+            await self._outside_projects(scope, headers, receive, send)
+            return
+        if not route.mlflow_path:
+            # ".../tracking" needs its slash, or the UI's relative links break.
+            location = route.prefix.rsplit("/", 1)[1] + "/"
+            await RedirectResponse(location, status_code=308)(scope, receive, send)
+            return
+
+        rule = classify(scope["method"], route.mlflow_path)
+        if rule.action is Action.PUBLIC:
+            await self._forward(scope, route, None, receive, send)
+            return
+        if rule.action is Action.REFUSED:
+            if not rule.known:
+                raise NotFound(f"No such MLflow endpoint: {route.mlflow_path}")
+            raise PermissionDenied(f"Refused: {rule.reason}.")
+
+        credential = self._credential(headers)
+        access = await self._project_access(credential, route)
+        level = effective_level(
+            access_level=access.access_level, anonymous=credential.is_anonymous
+        )
+        require(rule.action, level=level, project=access.path, anonymous=credential.is_anonymous)
+        check_artifact_paths(scope, route.mlflow_path, workspace_name(access.id))
+
+        workspace = workspace_name(access.id)
+        await self._ensure_workspace(workspace, access.path)
+        if rule.action is Action.WRITE:
+            _logger.info(
+                "Allowed write %s %s by %s on project %s",
+                scope["method"],
+                route.mlflow_path,
+                credential.fingerprint,
+                access.id,
+            )
+        await self._forward(scope, route, workspace, receive, send)
+
+    def _check_host_and_origin(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not is_allowed_host_header(self.host_allowlist, host):
+            raise PermissionDenied(
+                f"Host {host!r} is not served here; an operator can add it to "
+                "MLFLOW_SERVER_ALLOWED_HOSTS."
+            )
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if should_block_cors_request(origin, scope["method"], self.origin_allowlist):
+            raise PermissionDenied(f"Requests from origin {origin!r} may not change data.")
+
+    def _credential(self, headers: dict[bytes, bytes]) -> Credential:
+        authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(f"Use 'Authorization: Bearer <token>'. {_TOKEN_HINT}")
+            return Credential(CredentialKind.TOKEN, token.strip())
+        cookie_header = headers.get(b"cookie")
+        if cookie_header:
+            cookies = cookie_parser(cookie_header.decode("latin-1"))
+            if session := cookies.get(self.settings.sharinghub_session_cookie):
+                return Credential(CredentialKind.COOKIE, session)
+        if not self.settings.sharinghub_auth_default_token:
+            raise Unauthenticated(f"Authentication required. {_TOKEN_HINT}")
+        return ANONYMOUS
+
+    async def _project_access(
+        self, credential: Credential, route: ProjectRoute
+    ) -> ProjectAccess:
+        result = await self.sharinghub.check(credential, route.cache_key)
+        if result is Refusal.BAD_CREDENTIALS:
+            raise Unauthenticated(f"SharingHub rejected your credentials. {_TOKEN_HINT}")
+        if isinstance(result, Refusal):
+            if result is Refusal.NO_CATEGORY:
+                raise PermissionDenied(self._outside_collection(route.project))
+            raise NotFound(
+                f"Project '{route.project}' does not exist or you cannot see it."
+                + ("" if not credential.is_anonymous else f" {_TOKEN_HINT}")
+            )
+        if self.settings.sharinghub_stac_collection not in result.categories:
+            raise PermissionDenied(self._outside_collection(result.path))
+        return result
+
+    def _outside_collection(self, project: str) -> str:
+        collection = self.settings.sharinghub_stac_collection
+        return (
+            f"Project '{project}' is not in SharingHub's '{collection}' collection, "
+            "so it has no MLflow tracking server."
+        )
+
+    async def _ensure_workspace(self, name: str, project_path: str) -> None:
+        store = self.workspaces()
+        if not store.is_known(name):
+            await anyio.to_thread.run_sync(store.ensure, name, project_path)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        route: ProjectRoute,
+        workspace: str | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k != WORKSPACE_HEADER]
+        if workspace is not None:
+            headers.append((WORKSPACE_HEADER, workspace.encode()))
+        raw_path: bytes = scope.get("raw_path") or b""
+        raw_prefix = route.prefix.encode()
+        inner = dict(scope)
+        inner["path"] = route.mlflow_path
+        inner["raw_path"] = (
+            raw_path[len(raw_prefix) :]
+            if raw_path.startswith(raw_prefix)
+            else quote(route.mlflow_path).encode()
+        )
+        inner["headers"] = headers
+        rewrite_server_info = route.mlflow_path.rstrip("/") == _UI_SERVER_INFO
+        await self.app(inner, receive, self._sender(send, rewrite_server_info))
+
+    def _sender(self, send: Send, rewrite_server_info: bool) -> Send:
+        frame_policy = self.frame_policy
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def sender(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in (b"x-frame-options", b"content-security-policy")
+                ]
+                headers.append((b"content-security-policy", frame_policy))
+                message = {**message, "headers": headers}
+                if rewrite_server_info:
+                    start = message
+                    return
+            elif rewrite_server_info and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                await _send_single_project_info(send, start, b"".join(chunks))
+                return
+            await send(message)
+
+        return sender
+
+    async def _outside_projects(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> None:
+        path: str = scope["path"]
+        if path == "/" and scope["method"] in ("GET", "HEAD"):
+            base = self.proxies.external_base(scope, headers)
+            page = landing_page(
+                base_url=base.url("").rstrip("/"),
+                sharinghub_url=self.settings.sharinghub_url,
+                collection=self.settings.sharinghub_stac_collection,
+            )
+            response = HTMLResponse(
+                page, headers={"Content-Security-Policy": self.frame_policy.decode()}
+            )
+            await response(scope, receive, send)
+            return
+        if path in ("/version",) or path.startswith("/static-files/"):
+            await self.app(scope, receive, send)
+            return
+        raise NotFound(
+            "This server has one MLflow per SharingHub project: use the project's "
+            "tracking URI, <server>/<group>/<project>/tracking/, as MLFLOW_TRACKING_URI."
+        )
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        refusal: RequestRefused,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        _logger.info(
+            "Refused %s %r: %s %s",
+            scope["method"],
+            scope["path"],
+            refusal.error_code,
+            refusal.message,
+        )
+        if self._wants_login(scope, headers, refusal):
+            base = self.proxies.external_base(scope, headers)
+            query = scope.get("query_string", b"").decode("latin-1")
+            page = base.url(scope["path"], query)
+            login = f"{self.settings.sharinghub_url}/api/auth/login?" + urlencode(
+                {"redirect_uri": page}
+            )
+            await RedirectResponse(login, status_code=302)(scope, receive, send)
+            return
+        response = Response(
+            refusal.body(),
+            status_code=refusal.status,
+            media_type="application/json",
+            headers=refusal.headers,
+        )
+        await response(scope, receive, send)
+
+    def _wants_login(
+        self, scope: Scope, headers: dict[bytes, bytes], refusal: RequestRefused
+    ) -> bool:
+        """A browser page request without a session that SharingHub could fix."""
+        if scope["method"] != "GET" or b"text/html" not in headers.get(b"accept", b""):
+            return False
+        if isinstance(refusal, Unauthenticated):
+            return True
+        anonymous = b"authorization" not in headers and (
+            self.settings.sharinghub_session_cookie.encode()
+            not in headers.get(b"cookie", b"")
+        )
+        return anonymous and isinstance(refusal, NotFound) and split_project_path(
+            scope["path"]
+        ) is not None
+
+
+async def _send_single_project_info(send: Send, start: Message | None, body: bytes) -> None:
+    """MLflow's server-info as the UI should see it: one project, no gateway."""
+    try:
+        info = json.loads(body)
+        info["workspaces_enabled"] = False
+        info.setdefault("features_enabled", {})["gateway"] = False
+        body = json.dumps(info).encode()
+    except (ValueError, TypeError):
+        pass
+    if start is None:
+        return
+    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,233 @@
+"""Asking SharingHub who may use a project, as little as possible.
+
+One pooled HTTP client per process asks ``/api/check/<project>?info=true``.
+Answers are cached per (credential fingerprint, project): a granted access
+for ``SHARINGHUB_CACHE_TTL`` seconds, a refusal for a few seconds at most,
+an outage never. Concurrent misses for one key share a single call. The
+cache key holds a hash of the credential, never the credential itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from cachetools import TTLCache
+
+from mlflow_sharinghub.errors import Unavailable
+
+_logger = logging.getLogger(__name__)
+
+_REFUSAL_TTL = 5.0
+_CACHE_SIZE = 10_000
+
+
+class CredentialKind(Enum):
+    TOKEN = "token"
+    COOKIE = "cookie"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What the caller presented: a GitLab token, a session cookie, or nothing."""
+
+    kind: CredentialKind
+    secret: str = field(default="", repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, stable, non-reversible name for logs and cache keys."""
+        if self.kind is CredentialKind.ANONYMOUS:
+            return "anonymous"
+        digest = hashlib.sha256(f"{self.kind.value}:{self.secret}".encode())
+        return f"{self.kind.value}:{digest.hexdigest()[:16]}"
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.kind is CredentialKind.ANONYMOUS
+
+
+ANONYMOUS = Credential(CredentialKind.ANONYMOUS)
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    """SharingHub's answer for a project the caller can see."""
+
+    id: int
+    name: str
+    path: str
+    categories: tuple[str, ...]
+    access_level: int
+
+
+class Refusal(Enum):
+    """Why SharingHub gave no access, as this server reports it."""
+
+    NOT_FOUND = "not found or not visible with these credentials"
+    BAD_CREDENTIALS = "SharingHub rejected the credentials"
+    NO_CATEGORY = "the project belongs to no SharingHub collection"
+
+
+CheckResult = ProjectAccess | Refusal
+
+
+class SharingHubClient:
+    """The cached, deduplicated ``/api/check`` client of one server process."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        cache_ttl: float,
+        session_cookie: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._session_cookie = session_cookie
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._granted: TTLCache[tuple[str, str], CheckResult] = TTLCache(
+            _CACHE_SIZE, cache_ttl
+        )
+        self._refused: TTLCache[tuple[str, str], CheckResult] = TTLCache(
+            _CACHE_SIZE, min(cache_ttl, _REFUSAL_TTL)
+        )
+        self._inflight: dict[tuple[str, str], asyncio.Task[CheckResult]] = {}
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created on first use so that it binds to the worker's own event loop.
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self._base_url,
+                transport=self._transport,
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                headers={"Accept": "application/json"},
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def ping(self) -> bool:
+        """Whether SharingHub answers at all (any answer but a server error)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http().get("/api/auth/info")
+        except (httpx.HTTPError, TimeoutError):
+            return False
+        return response.status_code < 500
+
+    def cached(self, credential: Credential, project: str) -> CheckResult | None:
+        key = (credential.fingerprint, project)
+        return self._granted.get(key) or self._refused.get(key)
+
+    async def check(self, credential: Credential, project: str) -> CheckResult:
+        """SharingHub's answer for ``project``; raises Unavailable on an outage."""
+        key = (credential.fingerprint, project)
+        if (hit := self.cached(credential, project)) is not None:
+            return hit
+        task = self._inflight.get(key)
+        if task is None:
+            # A task of its own, so a caller that hangs up does not cancel the
+            # call that other callers of the same key are waiting for.
+            task = asyncio.create_task(self._ask(credential, project))
+            task.add_done_callback(partial(self._settle, key))
+            self._inflight[key] = task
+        return await asyncio.shield(task)
+
+    def _settle(self, key: tuple[str, str], task: asyncio.Task[CheckResult]) -> None:
+        del self._inflight[key]
+        if task.cancelled() or task.exception() is not None:
+            return
+        result = task.result()
+        cache = self._granted if isinstance(result, ProjectAccess) else self._refused
+        cache[key] = result
+
+    async def _ask(self, credential: Credential, project: str) -> CheckResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http().get(
+                    f"/api/check/{quote(project, safe='')}",
+                    params={"info": "true"},
+                    **self._credential_args(credential),
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            _logger.warning(
+                "SharingHub unreachable for project %s: %s", project, type(exc).__name__
+            )
+            raise _outage() from None
+        finally:
+            elapsed = time.perf_counter() - started
+            _logger.debug("SharingHub check of %s took %.3fs", project, elapsed)
+        return _interpret(response, project)
+
+    def _credential_args(self, credential: Credential) -> dict[str, Any]:
+        if credential.kind is CredentialKind.TOKEN:
+            return {"headers": {"X-Gitlab-Token": credential.secret}}
+        if credential.kind is CredentialKind.COOKIE:
+            cookie = f"{self._session_cookie}={credential.secret}"
+            return {"headers": {"Cookie": cookie}}
+        return {}
+
+
+def _interpret(response: httpx.Response, project: str) -> CheckResult:
+    status = response.status_code
+    if status == 200:
+        try:
+            return _parse_access(response.json())
+        except (ValueError, KeyError, TypeError):
+            _logger.warning("SharingHub sent a malformed answer for project %s", project)
+            raise _outage() from None
+    if status in (401, 403):
+        return Refusal.BAD_CREDENTIALS
+    if status in (400, 404):
+        return Refusal.NOT_FOUND
+    if status == 500 and _detail(response).startswith("Category not found"):
+        return Refusal.NO_CATEGORY
+    _logger.warning("SharingHub answered %d for project %s", status, project)
+    raise _outage()
+
+
+def _parse_access(body: Any) -> ProjectAccess:
+    level = int(body["access_level"])
+    categories = body.get("categories") or []
+    if not isinstance(categories, list) or not 0 <= level <= 4:
+        raise ValueError("unexpected check answer")
+    return ProjectAccess(
+        id=int(body["id"]),
+        name=str(body.get("name", "")),
+        path=str(body["path"]),
+        categories=tuple(str(c) for c in categories),
+        access_level=level,
+    )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", "")
+    except (ValueError, AttributeError):
+        return ""
+    return detail if isinstance(detail, str) else ""
+
+
+def _outage() -> Unavailable:
+    return Unavailable(
+        "SharingHub, which decides who may use this project, is not answering. "
+        "Try again in a moment."
+    )
