@@ -16,8 +16,6 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from importlib.resources import files
-from pathlib import Path
 
 from mlflow_sharinghub.app import (
     WORKSPACE_STORE_URI,
@@ -29,8 +27,6 @@ from mlflow_sharinghub.settings import Settings, env_name, load_settings, mask_u
 from mlflow_sharinghub.workspaces import BACKEND_STORE_ENV
 
 logger = logging.getLogger("mlflow_sharinghub.app")
-
-DEMO_CONFIG = "demo.yaml"
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -127,13 +123,12 @@ def mlflow_server_arguments(settings: Settings) -> list[str]:
 
 def demo(*, port: int, standin_port: int, data_dir: str) -> None:
     """Run the stand-in with the demo projects in a thread, then the server."""
-    from mlflow_sharinghub.standin import load_config, run
+    from mlflow_sharinghub.standin import DEMO_CONFIG, load_config, run
 
-    config_path = Path(str(files("mlflow_sharinghub") / DEMO_CONFIG))
-    config = load_config(config_path)
+    config = load_config(DEMO_CONFIG)
     standin_url = f"http://127.0.0.1:{standin_port}"
     thread = threading.Thread(
-        target=run, args=(config_path,), kwargs={"port": standin_port}, daemon=True
+        target=run, args=(DEMO_CONFIG,), kwargs={"port": standin_port}, daemon=True
     )
     thread.start()
 
