@@ -93,7 +93,8 @@ ACCESS_MATRIX = [
     pytest.param("carol-token", "eo/flood-model", None, id="carol-flood-hidden"),
     pytest.param("guest-token", "42", 1, id="guest-flood-by-id"),
     pytest.param("guest-token", "45", 2, id="guest-public-by-id"),
-    pytest.param("alice-token", "eo/sentinel-tiles", None, id="dataset-not-shared"),
+    pytest.param("alice-token", "eo/sentinel-tiles", 3, id="dataset-developer"),
+    pytest.param("bob-token", "eo/sentinel-tiles", None, id="dataset-not-shared"),
     pytest.param("alice-token", "eo/unknown", None, id="unknown-path"),
     pytest.param("alice-token", "999", None, id="unknown-id"),
 ]
@@ -392,7 +393,9 @@ def test_logout_clears_the_session(standin: Standin, query: str, location: str) 
         pytest.param(
             "default-token", "ai-model", ["public/demo-model"], id="default-models"
         ),
-        pytest.param("alice-token", "dataset", [], id="alice-datasets"),
+        pytest.param(
+            "alice-token", "dataset", ["eo/sentinel-tiles"], id="alice-datasets"
+        ),
     ],
 )
 def test_items_list_the_visible_projects_of_the_collection(
