@@ -46,4 +46,6 @@ def require(action: Action, *, level: int, project: str, anonymous: bool) -> Non
             f"access; you have {LEVEL_NAMES.get(level, str(level))} access. {hint}"
         )
     if action is Action.READ and not can_read(level=level):
-        raise PermissionDenied(f"Permission denied: you cannot read project '{project}'.")
+        raise PermissionDenied(
+            f"Permission denied: you cannot read project '{project}'."
+        )

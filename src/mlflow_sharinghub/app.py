@@ -85,7 +85,9 @@ def create_app() -> ASGIApp:
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    logger.debug("Worker %d serving SharingHub %s", os.getpid(), settings.sharinghub_url)
+    logger.debug(
+        "Worker %d serving SharingHub %s", os.getpid(), settings.sharinghub_url
+    )
     return SharingHubMiddleware(
         mlflow_app,
         settings=settings,

@@ -47,14 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     _add_setting_flags(server)
 
     standin = commands.add_parser("standin", help="run the local SharingHub stand-in")
-    standin.add_argument("--config", required=True, help="YAML file of projects and users")
+    standin.add_argument(
+        "--config", required=True, help="YAML file of projects and users"
+    )
     standin.add_argument("--host", default="127.0.0.1")
     standin.add_argument("--port", type=int, default=8000)
 
-    demo = commands.add_parser("demo", help="run the stand-in with demo data, and the server")
-    demo.add_argument("--port", type=int, default=5000, help="port of the MLflow server")
+    demo = commands.add_parser(
+        "demo", help="run the stand-in with demo data, and the server"
+    )
+    demo.add_argument(
+        "--port", type=int, default=5000, help="port of the MLflow server"
+    )
     demo.add_argument("--standin-port", type=int, default=8000)
-    demo.add_argument("--data-dir", default="data", help="where the demo keeps its data")
+    demo.add_argument(
+        "--data-dir", default="data", help="where the demo keeps its data"
+    )
     return parser
 
 
@@ -134,21 +142,26 @@ def demo(*, port: int, standin_port: int, data_dir: str) -> None:
 
     server_url = f"http://127.0.0.1:{port}"
     lines = [
-        f"SharingHub stand-in: {standin_url} (browser login: {standin_url}/api/auth/login)",
+        f"SharingHub stand-in: {standin_url}",
+        f"Browser login: {standin_url}/api/auth/login",
         "Tracking URIs (export MLFLOW_TRACKING_URI=...):",
     ]
     for project in config.projects:
         lines.append(f"  {server_url}/{project.path}/tracking/   ({project.name})")
     lines.append("Tokens (export MLFLOW_TRACKING_TOKEN=...):")
     for user in config.users:
-        rights = ", ".join(f"project {p}: level {lvl}" for p, lvl in user.access.items())
+        rights = ", ".join(
+            f"project {p}: level {lvl}" for p, lvl in user.access.items()
+        )
         lines.append(f"  {user.token}   ({user.name}: {rights})")
     print("\n".join(lines), flush=True)
 
-    serve({
-        "sharinghub_url": standin_url,
-        "sharinghub_auth_default_token": "true",
-        "port": str(port),
-        "data_dir": data_dir,
-        "workers": "2",
-    })
+    serve(
+        {
+            "sharinghub_url": standin_url,
+            "sharinghub_auth_default_token": "true",
+            "port": str(port),
+            "data_dir": data_dir,
+            "workers": "2",
+        }
+    )

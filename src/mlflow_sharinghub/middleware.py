@@ -21,7 +21,10 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 import anyio.to_thread
-from mlflow.server.security_utils import is_allowed_host_header, should_block_cors_request
+from mlflow.server.security_utils import (
+    is_allowed_host_header,
+    should_block_cors_request,
+)
 from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,7 +57,7 @@ _logger = logging.getLogger(__name__)
 WORKSPACE_HEADER = b"x-mlflow-workspace"
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _UI_SERVER_INFO = "/ajax-api/3.0/mlflow/server-info"
-_TOKEN_HINT = "Set MLFLOW_TRACKING_TOKEN to a GitLab token (or log in to SharingHub)."
+_LOGIN_HINT = "Set MLFLOW_TRACKING_TOKEN to a GitLab token (or log in to SharingHub)."
 
 Readiness = Callable[[], Awaitable[Response]]
 
@@ -131,7 +134,12 @@ class SharingHubMiddleware:
         level = effective_level(
             access_level=access.access_level, anonymous=credential.is_anonymous
         )
-        require(rule.action, level=level, project=access.path, anonymous=credential.is_anonymous)
+        require(
+            rule.action,
+            level=level,
+            project=access.path,
+            anonymous=credential.is_anonymous,
+        )
         check_artifact_paths(scope, route.mlflow_path, workspace_name(access.id))
 
         workspace = workspace_name(access.id)
@@ -155,14 +163,18 @@ class SharingHubMiddleware:
             )
         origin = headers.get(b"origin", b"").decode("latin-1")
         if should_block_cors_request(origin, scope["method"], self.origin_allowlist):
-            raise PermissionDenied(f"Requests from origin {origin!r} may not change data.")
+            raise PermissionDenied(
+                f"Requests from origin {origin!r} may not change data."
+            )
 
     def _credential(self, headers: dict[bytes, bytes]) -> Credential:
         authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated(f"Use 'Authorization: Bearer <token>'. {_TOKEN_HINT}")
+                raise Unauthenticated(
+                    f"Use 'Authorization: Bearer <token>'. {_LOGIN_HINT}"
+                )
             return Credential(CredentialKind.TOKEN, token.strip())
         cookie_header = headers.get(b"cookie")
         if cookie_header:
@@ -170,7 +182,7 @@ class SharingHubMiddleware:
             if session := cookies.get(self.settings.sharinghub_session_cookie):
                 return Credential(CredentialKind.COOKIE, session)
         if not self.settings.sharinghub_auth_default_token:
-            raise Unauthenticated(f"Authentication required. {_TOKEN_HINT}")
+            raise Unauthenticated(f"Authentication required. {_LOGIN_HINT}")
         return ANONYMOUS
 
     async def _project_access(
@@ -178,13 +190,15 @@ class SharingHubMiddleware:
     ) -> ProjectAccess:
         result = await self.sharinghub.check(credential, route.cache_key)
         if result is Refusal.BAD_CREDENTIALS:
-            raise Unauthenticated(f"SharingHub rejected your credentials. {_TOKEN_HINT}")
+            raise Unauthenticated(
+                f"SharingHub rejected your credentials. {_LOGIN_HINT}"
+            )
         if isinstance(result, Refusal):
             if result is Refusal.NO_CATEGORY:
                 raise PermissionDenied(self._outside_collection(route.project))
             raise NotFound(
                 f"Project '{route.project}' does not exist or you cannot see it."
-                + ("" if not credential.is_anonymous else f" {_TOKEN_HINT}")
+                + ("" if not credential.is_anonymous else f" {_LOGIN_HINT}")
             )
         if self.settings.sharinghub_stac_collection not in result.categories:
             raise PermissionDenied(self._outside_collection(result.path))
@@ -275,7 +289,8 @@ class SharingHubMiddleware:
             return
         raise NotFound(
             "This server has one MLflow per SharingHub project: use the project's "
-            "tracking URI, <server>/<group>/<project>/tracking/, as MLFLOW_TRACKING_URI."
+            "tracking URI, <server>/<group>/<project>/tracking/, as "
+            "MLFLOW_TRACKING_URI."
         )
 
     async def _refuse(
@@ -322,12 +337,16 @@ class SharingHubMiddleware:
             self.settings.sharinghub_session_cookie.encode()
             not in headers.get(b"cookie", b"")
         )
-        return anonymous and isinstance(refusal, NotFound) and split_project_path(
-            scope["path"]
-        ) is not None
+        return (
+            anonymous
+            and isinstance(refusal, NotFound)
+            and split_project_path(scope["path"]) is not None
+        )
 
 
-async def _send_single_project_info(send: Send, start: Message | None, body: bytes) -> None:
+async def _send_single_project_info(
+    send: Send, start: Message | None, body: bytes
+) -> None:
     """MLflow's server-info as the UI should see it: one project, no gateway."""
     try:
         info = json.loads(body)

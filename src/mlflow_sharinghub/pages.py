@@ -5,8 +5,9 @@ from __future__ import annotations
 from html import escape
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;
-line-height:1.5;color:#1f2937}code,pre{background:#f3f4f6;border-radius:4px;padding:.1rem .3rem}
+body{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;
+padding:0 1rem;line-height:1.5;color:#1f2937}
+code,pre{background:#f3f4f6;border-radius:4px;padding:.1rem .3rem}
 pre{padding:.75rem;overflow-x:auto}a{color:#1d4ed8}
 """
 

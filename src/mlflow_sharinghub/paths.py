@@ -19,7 +19,13 @@ _PROXY_PREFIXES = (
     "/api/2.0/mlflow-artifacts/",
     "/ajax-api/2.0/mlflow-artifacts/",
 )
-_PROXY_ROUTES = ("artifacts/", "presigned/", "mpu/create/", "mpu/complete/", "mpu/abort/")
+_PROXY_ROUTES = (
+    "artifacts/",
+    "presigned/",
+    "mpu/create/",
+    "mpu/complete/",
+    "mpu/abort/",
+)
 _PATH_PARAMETERS = frozenset({"path", "artifact_file_path", "artifact_directory_path"})
 
 

@@ -177,7 +177,12 @@ _TABLE: list[tuple[str, str, Action] | tuple[str, str, Action, str]] = [
     ("POST", "api:3.0/mlflow/review-queues/items/{verb}", WRITE),
     # What this product does not offer
     ("GET POST PUT PATCH DELETE", "api:2.0/mlflow/webhooks", REFUSED, _WEBHOOKS),
-    ("GET POST PUT PATCH DELETE", "api:2.0/mlflow/webhooks/{p:path}", REFUSED, _WEBHOOKS),
+    (
+        "GET POST PUT PATCH DELETE",
+        "api:2.0/mlflow/webhooks/{p:path}",
+        REFUSED,
+        _WEBHOOKS,
+    ),
     ("GET POST", "api:2.0/mlflow/gateway-proxy", REFUSED, _GATEWAY),
     ("GET POST PUT PATCH DELETE", "api:3.0/mlflow/gateway/{p:path}", REFUSED, _GATEWAY),
     ("GET POST PUT PATCH DELETE", "/gateway/{p:path}", REFUSED, _GATEWAY),
@@ -190,7 +195,12 @@ _TABLE: list[tuple[str, str, Action] | tuple[str, str, Action, str]] = [
         REFUSED,
         _JOBS,
     ),
-    ("GET POST PUT PATCH DELETE", "api:3.0/mlflow/assistant/{p:path}", REFUSED, _ASSISTANT),
+    (
+        "GET POST PUT PATCH DELETE",
+        "api:3.0/mlflow/assistant/{p:path}",
+        REFUSED,
+        _ASSISTANT,
+    ),
     ("GET POST PUT PATCH DELETE", "api:3.0/mlflow/mcp-servers", REFUSED, _MCP),
     ("GET POST PUT PATCH DELETE", "api:3.0/mlflow/mcp-servers/{p:path}", REFUSED, _MCP),
     ("GET POST PUT PATCH DELETE", "api:3.0/mlflow/workspaces", REFUSED, _WORKSPACES),
@@ -219,11 +229,15 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(f"^{prefix}{regex}/?$")
 
 
-def _build(table: list[tuple[str, str, Action] | tuple[str, str, Action, str]]) -> list[Rule]:
+def _build(
+    table: list[tuple[str, str, Action] | tuple[str, str, Action, str]],
+) -> list[Rule]:
     rules = []
     for methods, template, action, *reason in table:
         rules.append(
-            Rule(frozenset(methods.split()), _compile(template), action, "".join(reason))
+            Rule(
+                frozenset(methods.split()), _compile(template), action, "".join(reason)
+            )
         )
     return rules
 

@@ -12,21 +12,23 @@ import re
 from dataclasses import dataclass
 
 # The first segment of every MLflow path the server may forward.
-MLFLOW_ROOTS = frozenset({
-    "",
-    "api",
-    "ajax-api",
-    "static-files",
-    "build",
-    "get-artifact",
-    "model-versions",
-    "graphql",
-    "v1",
-    "gateway",
-    "version",
-    "health",
-    "ready",
-})
+MLFLOW_ROOTS = frozenset(
+    {
+        "",
+        "api",
+        "ajax-api",
+        "static-files",
+        "build",
+        "get-artifact",
+        "model-versions",
+        "graphql",
+        "v1",
+        "gateway",
+        "version",
+        "health",
+        "ready",
+    }
+)
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 _MAX_DEPTH = 21  # GitLab allows 20 levels of subgroups, then the project

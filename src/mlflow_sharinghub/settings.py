@@ -123,7 +123,9 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http(s) URL such as https://sharinghub.example.com")
+            raise ValueError(
+                "expected an http(s) URL such as https://sharinghub.example.com"
+            )
         return value.rstrip("/")
 
     @field_validator("s3_endpoint_url")
@@ -133,7 +135,9 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL")
         return value
 
-    @field_validator("frame_ancestors", "allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator(
+        "frame_ancestors", "allowed_hosts", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -31,7 +31,7 @@ _CACHE_SIZE = 10_000
 
 
 class CredentialKind(Enum):
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - a kind of credential, not a secret
     COOKIE = "cookie"
     ANONYMOUS = "anonymous"
 
@@ -192,7 +192,9 @@ def _interpret(response: httpx.Response, project: str) -> CheckResult:
         try:
             return _parse_access(response.json())
         except (ValueError, KeyError, TypeError):
-            _logger.warning("SharingHub sent a malformed answer for project %s", project)
+            _logger.warning(
+                "SharingHub sent a malformed answer for project %s", project
+            )
             raise _outage() from None
     if status in (401, 403):
         return Refusal.BAD_CREDENTIALS

@@ -31,7 +31,8 @@ class ExternalBase:
     prefix: str
 
     def url(self, path: str, query: str = "") -> str:
-        full = f"{self.scheme}://{self.host}{self.prefix}{quote(path, safe='/:@-._~!$&()*+,;=')}"
+        quoted = quote(path, safe="/:@-._~!$&()*+,;=")
+        full = f"{self.scheme}://{self.host}{self.prefix}{quoted}"
         return f"{full}?{query}" if query else full
 
 
@@ -40,7 +41,9 @@ class ProxyTrust:
 
     def __init__(self, trusted: list[str]) -> None:
         self._everyone = "*" in trusted
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in trusted if n != "*"]
+        self._networks = [
+            ipaddress.ip_network(n, strict=False) for n in trusted if n != "*"
+        ]
 
     def trusts(self, peer: str | None) -> bool:
         if self._everyone:

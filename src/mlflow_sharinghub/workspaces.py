@@ -20,7 +20,10 @@ import threading
 
 from mlflow.entities import Workspace
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import (
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+)
 from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import text
 
@@ -30,7 +33,7 @@ _logger = logging.getLogger(__name__)
 BACKEND_STORE_ENV = "_MLFLOW_SERVER_FILE_STORE"
 
 
-class SharingHubWorkspaceStore(SqlAlchemyStore):  # type: ignore[misc]
+class SharingHubWorkspaceStore(SqlAlchemyStore):
     """MLflow's SQL workspace store, with project workspaces made on demand."""
 
     def __init__(self, workspace_uri: str | None = None) -> None:
