@@ -57,6 +57,7 @@ def open_server(
         tmp_path_factory.mktemp("open-server"),
         standin,
         SHARINGHUB_AUTH_DEFAULT_TOKEN="true",
+        MLFLOW_SERVER_ALLOWED_HOSTS="mlflow.example.com",
     )
     instance.start()
     yield instance

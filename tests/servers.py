@@ -113,6 +113,15 @@ class Standin:
     def reset(self) -> None:
         httpx.post(f"{self.url}/_standin/reset").raise_for_status()
 
+    def delay(self, seconds: float) -> None:
+        body = {"seconds": seconds}
+        httpx.post(f"{self.url}/_standin/delay", json=body).raise_for_status()
+
+    def put_project(self, project_id: int, path: str, **fields: Any) -> None:
+        body = {"id": project_id, "path": path, "name": path} | fields
+        url = f"{self.url}/_standin/projects/{project_id}"
+        httpx.put(url, json=body).raise_for_status()
+
     def put_user(self, token: str, access: dict[int, int]) -> None:
         body = {"name": token, "access": {str(k): v for k, v in access.items()}}
         httpx.put(f"{self.url}/_standin/users/{token}", json=body).raise_for_status()

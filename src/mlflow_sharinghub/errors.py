@@ -48,9 +48,8 @@ class NotFound(RequestRefused):
     error_code = "RESOURCE_DOES_NOT_EXIST"
 
 
-class MethodNotAllowed(RequestRefused):
-    status = 405
-    error_code = "BAD_REQUEST"
+class EndpointNotFound(NotFound):
+    error_code = "ENDPOINT_NOT_FOUND"
 
 
 class Unavailable(RequestRefused):

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlflow_sharinghub.access import effective_level, require
 from mlflow_sharinghub.errors import (
+    EndpointNotFound,
     NotFound,
     PermissionDenied,
     RequestRefused,
@@ -102,13 +103,14 @@ class SharingHubMiddleware:
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
     ) -> None:
         path: str = scope["path"]
+        # Probes come from the kubelet, with the pod's address as Host.
         if path == "/health":
             await JSONResponse({"status": "healthy"})(scope, receive, send)
             return
-        self._check_host_and_origin(scope, headers)
         if path == "/ready":
             await (await self.readiness())(scope, receive, send)
             return
+        self._check_host_and_origin(scope, headers)
 
         route = split_project_path(path)
         if route is None:
@@ -126,7 +128,7 @@ class SharingHubMiddleware:
             return
         if rule.action is Action.REFUSED:
             if not rule.known:
-                raise NotFound(f"No such MLflow endpoint: {route.mlflow_path}")
+                raise EndpointNotFound(f"No such MLflow endpoint: {route.mlflow_path}")
             raise PermissionDenied(f"Refused: {rule.reason}.")
 
         credential = self._credential(headers)
@@ -287,7 +289,7 @@ class SharingHubMiddleware:
         if path in ("/version",) or path.startswith("/static-files/"):
             await self.app(scope, receive, send)
             return
-        raise NotFound(
+        raise EndpointNotFound(
             "This server has one MLflow per SharingHub project: use the project's "
             "tracking URI, <server>/<group>/<project>/tracking/, as "
             "MLFLOW_TRACKING_URI."
