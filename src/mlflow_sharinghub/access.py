@@ -45,6 +45,10 @@ def require(action: Action, *, level: int, project: str, anonymous: bool) -> Non
             f"Permission denied: writing to project '{project}' needs contributor "
             f"access; you have {LEVEL_NAMES.get(level, str(level))} access. {hint}"
         )
+    if action is Action.REFUSED:
+        raise PermissionDenied(
+            f"Permission denied: this route is not offered for '{project}'."
+        )
     if action is Action.READ and not can_read(level=level):
         raise PermissionDenied(
             f"Permission denied: you cannot read project '{project}'."

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +32,11 @@ class Settings(BaseSettings):
     """All settings of mlflow-sharinghub, read from the environment."""
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Store URIs and artifact destinations may carry passwords.
+        for name, value in super().__repr_args__():
+            yield name, mask_uri(value) if isinstance(value, str) else value
 
     sharinghub_url: str = Field(
         alias="SHARINGHUB_URL",
@@ -238,13 +244,16 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             name = env_name(field) if field in Settings.model_fields else field
-            problems.append(f"{name}: {_explain(error, secret=field == 'secret_key')}")
+            explained = _explain(error, field, secret=field == "secret_key")
+            problems.append(f"{name}: {explained}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
 
 
-def _explain(error: Any, *, secret: bool) -> str:
+def _explain(error: Any, field: str, *, secret: bool) -> str:
     if error["type"] == "missing":
-        return "required, not set"
+        info = Settings.model_fields.get(field)
+        expected = f" ({info.description})" if info and info.description else ""
+        return f"required, not set{expected}"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
     if isinstance(value, str) and not secret:
@@ -254,8 +263,13 @@ def _explain(error: Any, *, secret: bool) -> str:
 
 def mask_uri(uri: str) -> str:
     """The URI with any password replaced by ``***``."""
-    parts = urlsplit(uri)
-    if parts.password is None:
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        # Not parseable as a URI: hide whatever might be userinfo.
+        return "***" if "@" in uri else uri
+    if password is None:
         return uri
     userinfo = f"{parts.username}:***" if parts.username else ":***"
     host = parts.netloc.rsplit("@", 1)[1]

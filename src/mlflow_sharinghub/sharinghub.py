@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote
 
@@ -115,6 +116,9 @@ class SharingHubClient:
                 timeout=self._timeout,
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
                 headers={"Accept": "application/json"},
+                # Keep no Set-Cookie of SharingHub's: the client is shared by
+                # all callers, and a kept session would ride along with theirs.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         return self._client
 
