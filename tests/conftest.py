@@ -1,4 +1,14 @@
-"""Fixtures: the SharingHub stand-in and servers, shared by a whole session."""
+"""Fixtures: the SharingHub stand-in and servers, shared by a whole session.
+
+The servers run once per store ``backend``, with readable test ids:
+
+- ``sqlite``: SQLite and artifacts in local files, the defaults;
+- ``postgresql``: PostgreSQL (a throw-away cluster) and artifacts in S3 (moto).
+
+pytest groups the tests by backend, and the servers of one backend stop when
+the next backend's start. A module that needs one backend only narrows it
+with ``pytest.mark.parametrize("backend", [...], indirect=True)``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from servers import Server, Standin
+from servers import S3, Postgres, Server, Standin
+
+BACKENDS = ["sqlite", "postgresql"]
+
+# The client side never holds store credentials: artifacts go through the server.
+STORE_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_BACKEND_STORE_URI",
+    "MLFLOW_ARTIFACTS_DESTINATION",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,8 +46,8 @@ def _client_environment() -> Iterator[None]:
             "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
         }
     )
-    os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_URI", *STORE_VARIABLES):
+        os.environ.pop(name, None)
     yield
     os.environ.clear()
     os.environ.update(saved)
@@ -38,11 +62,55 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    cluster = Postgres()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    service = S3(tmp_path_factory.mktemp("s3"))
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The stores of the servers: ``sqlite`` or ``postgresql`` (with S3)."""
+    name: str = request.param
+    return name
+
+
+def store_settings(
+    request: pytest.FixtureRequest, backend: str, name: str
+) -> dict[str, str]:
+    """The settings that give server ``name`` its own stores of ``backend``."""
+    if backend == "sqlite":
+        return {}
+    postgres: Postgres = request.getfixturevalue("postgres")
+    s3: S3 = request.getfixturevalue("s3")
+    uri = postgres.create_database(name.replace("-", "_"))
+    return {"MLFLOW_BACKEND_STORE_URI": uri} | s3.create_bucket(f"mlflow-{name}")
+
+
+@pytest.fixture(scope="session")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, standin: Standin
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    standin: Standin,
+    backend: str,
 ) -> Iterator[Server]:
     """The server as deployed by default: anonymous callers are refused."""
-    instance = Server(tmp_path_factory.mktemp("server"), standin)
+    instance = Server(
+        tmp_path_factory.mktemp(f"server-{backend}"),
+        standin,
+        **store_settings(request, backend, "server"),
+    )
     instance.start()
     yield instance
     instance.stop()
@@ -50,14 +118,18 @@ def server(
 
 @pytest.fixture(scope="session")
 def open_server(
-    tmp_path_factory: pytest.TempPathFactory, standin: Standin
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    standin: Standin,
+    backend: str,
 ) -> Iterator[Server]:
     """A server with SHARINGHUB_AUTH_DEFAULT_TOKEN on: anonymous callers read."""
     instance = Server(
-        tmp_path_factory.mktemp("open-server"),
+        tmp_path_factory.mktemp(f"open-server-{backend}"),
         standin,
         SHARINGHUB_AUTH_DEFAULT_TOKEN="true",
         MLFLOW_SERVER_ALLOWED_HOSTS="mlflow.example.com",
+        **store_settings(request, backend, "open-server"),
     )
     instance.start()
     yield instance

@@ -10,12 +10,16 @@ that environment when it is imported.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from functools import cache
+from typing import Any
 
 import anyio.to_thread
+from flask import Flask
+from flask import Response as FlaskResponse
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
@@ -45,12 +49,62 @@ def prepare_mlflow_environment(settings: Settings) -> None:
         os.environ[name] = value
 
 
+def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
+    """Errors that escape MLflow's handlers become MLflow's JSON error.
+
+    A few MLflow handlers lack MLflow's own exception decorator (dataset
+    records, for one), and S3 refusals (an unknown multipart upload id) are
+    not MlflowExceptions: either would reach the caller as Flask's HTML page
+    with status 500.
+    """
+    from botocore.exceptions import ClientError
+    from mlflow.exceptions import MlflowException
+    from werkzeug.exceptions import HTTPException
+
+    def mlflow_error(error: Any) -> FlaskResponse:  # MLflow's exceptions are untyped
+        return FlaskResponse(
+            error.serialize_as_json(),
+            status=error.get_http_status_code(),
+            mimetype="application/json",
+        )
+
+    def store_error(error: ClientError) -> FlaskResponse:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+        code = _STORE_ERROR_CODES.get(status, "INTERNAL_ERROR")
+        if code == "INTERNAL_ERROR":
+            logger.error("Artifact store error: %s", error)
+            status = 500
+        return _json_error(status, code, f"Artifact store: {error}")
+
+    def unexpected(error: Exception) -> FlaskResponse | HTTPException:
+        if isinstance(error, HTTPException):
+            return error
+        logger.exception("Unexpected error in MLflow")
+        return _json_error(500, "INTERNAL_ERROR", "Internal error; see the server log.")
+
+    flask_app.register_error_handler(MlflowException, mlflow_error)
+    flask_app.register_error_handler(ClientError, store_error)
+    flask_app.register_error_handler(Exception, unexpected)
+
+
+_STORE_ERROR_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    404: "RESOURCE_DOES_NOT_EXIST",
+}
+
+
+def _json_error(status: int, code: str, message: str) -> FlaskResponse:
+    body = json.dumps({"error_code": code, "message": message})
+    return FlaskResponse(body, status=status, mimetype="application/json")
+
+
 def create_app() -> ASGIApp:
     """Build the guarded MLflow application of one worker process."""
     settings = load_settings()
     configure_logging(settings.log_level)
     prepare_mlflow_environment(settings)
 
+    from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import app as mlflow_app
     from mlflow.tracking._workspace.registry import get_workspace_store
 
@@ -58,6 +112,7 @@ def create_app() -> ASGIApp:
     from mlflow_sharinghub.sharinghub import SharingHubClient
     from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
 
+    answer_mlflow_errors_as_json(flask_app)
     sharinghub = SharingHubClient(
         settings.sharinghub_url,
         timeout=settings.sharinghub_timeout,

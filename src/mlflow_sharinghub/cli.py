@@ -94,7 +94,7 @@ def serve(overrides: dict[str, str | None]) -> None:
     prepare_mlflow_environment(settings)
     # MLflow builds its stores before it exports this variable to its workers,
     # and the workspace provider reads it there too.
-    os.environ[BACKEND_STORE_ENV] = settings.store_uri
+    os.environ[BACKEND_STORE_ENV] = settings.engine_store_uri
 
     logger.info(
         "SharingHub integration enabled: %s, collection %s",
@@ -115,7 +115,7 @@ def mlflow_server_arguments(settings: Settings) -> list[str]:
     return [
         "server",
         "--app-name=sharinghub",
-        f"--backend-store-uri={settings.store_uri}",
+        f"--backend-store-uri={settings.engine_store_uri}",
         f"--artifacts-destination={settings.artifacts}",
         "--serve-artifacts",
         "--enable-workspaces",

@@ -36,8 +36,9 @@ from mlflow_sharinghub.errors import (
     PermissionDenied,
     RequestRefused,
     Unauthenticated,
+    Unavailable,
 )
-from mlflow_sharinghub.pages import landing_page
+from mlflow_sharinghub.pages import home_page, landing_page
 from mlflow_sharinghub.paths import check_artifact_paths
 from mlflow_sharinghub.policy import Action, classify
 from mlflow_sharinghub.projects import ProjectRoute, split_project_path, workspace_name
@@ -46,9 +47,18 @@ from mlflow_sharinghub.sharinghub import (
     ANONYMOUS,
     Credential,
     CredentialKind,
+    ListedProject,
     ProjectAccess,
     Refusal,
     SharingHubClient,
+)
+from mlflow_sharinghub.ui import (
+    CONTEXT_PATH,
+    OWN_ROOT,
+    asset,
+    auth_url,
+    inject_ui,
+    project_context,
 )
 from mlflow_sharinghub.urls import ProxyTrust
 from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
@@ -58,6 +68,12 @@ _logger = logging.getLogger(__name__)
 WORKSPACE_HEADER = b"x-mlflow-workspace"
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _UI_SERVER_INFO = "/ajax-api/3.0/mlflow/server-info"
+# Dropped from requests for the UI page, so MLflow always sends a body to
+# inject into, never a 304 or a range of the original.
+_CONDITIONAL = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-range", b"range"}
+)
+_VALIDATORS = frozenset({b"content-length", b"etag", b"last-modified"})
 _LOGIN_HINT = "Set MLFLOW_TRACKING_TOKEN to a GitLab token (or log in to SharingHub)."
 
 Readiness = Callable[[], Awaitable[Response]]
@@ -121,6 +137,9 @@ class SharingHubMiddleware:
             location = route.prefix.rsplit("/", 1)[1] + "/"
             await RedirectResponse(location, status_code=308)(scope, receive, send)
             return
+        if route.mlflow_path.startswith(OWN_ROOT):
+            await self._own_route(scope, headers, route, receive, send)
+            return
 
         rule = classify(scope["method"], route.mlflow_path)
         if rule.action is Action.PUBLIC:
@@ -131,17 +150,7 @@ class SharingHubMiddleware:
                 raise EndpointNotFound(f"No such MLflow endpoint: {route.mlflow_path}")
             raise PermissionDenied(f"Refused: {rule.reason}.")
 
-        credential = self._credential(headers)
-        access = await self._project_access(credential, route)
-        level = effective_level(
-            access_level=access.access_level, anonymous=credential.is_anonymous
-        )
-        require(
-            rule.action,
-            level=level,
-            project=access.path,
-            anonymous=credential.is_anonymous,
-        )
+        credential, access, _ = await self._authorize(headers, route, rule.action)
         check_artifact_paths(scope, route.mlflow_path, workspace_name(access.id))
 
         workspace = workspace_name(access.id)
@@ -155,6 +164,58 @@ class SharingHubMiddleware:
                 access.id,
             )
         await self._forward(scope, route, workspace, receive, send)
+
+    async def _authorize(
+        self, headers: dict[bytes, bytes], route: ProjectRoute, action: Action
+    ) -> tuple[Credential, ProjectAccess, int]:
+        """The caller, the project and the level they act with; raises if refused."""
+        credential = self._credential(headers)
+        access = await self._project_access(credential, route)
+        level = effective_level(
+            access_level=access.access_level, anonymous=credential.is_anonymous
+        )
+        require(
+            action, level=level, project=access.path, anonymous=credential.is_anonymous
+        )
+        return credential, access, level
+
+    async def _own_route(
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        route: ProjectRoute,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """This package's files beside the UI, and the project's context for it."""
+        if scope["method"] not in ("GET", "HEAD"):
+            raise EndpointNotFound(f"No such endpoint: {route.mlflow_path}")
+        security = {"Content-Security-Policy": self.frame_policy.decode()}
+        if route.mlflow_path == CONTEXT_PATH:
+            credential, access, level = await self._authorize(
+                headers, route, Action.READ
+            )
+            base = self.proxies.external_base(scope, headers)
+            context = project_context(
+                access=access,
+                level=level,
+                anonymous=credential.is_anonymous,
+                page_url=base.url(route.prefix + "/"),
+                home_url=base.url("/"),
+                sharinghub_url=self.settings.sharinghub_url,
+                collection=self.settings.sharinghub_stac_collection,
+            )
+            no_store = security | {"Cache-Control": "no-store"}
+            await JSONResponse(context, headers=no_store)(scope, receive, send)
+            return
+        found = asset(route.mlflow_path.removeprefix(OWN_ROOT))
+        if found is None:
+            raise EndpointNotFound(f"No such file: {route.mlflow_path}")
+        content, media_type = found
+        cached = security | {"Cache-Control": "no-cache"}
+        await Response(content, media_type=media_type, headers=cached)(
+            scope, receive, send
+        )
 
     def _check_host_and_origin(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
         host = headers.get(b"host", b"").decode("latin-1")
@@ -178,11 +239,8 @@ class SharingHubMiddleware:
                     f"Use 'Authorization: Bearer <token>'. {_LOGIN_HINT}"
                 )
             return Credential(CredentialKind.TOKEN, token.strip())
-        cookie_header = headers.get(b"cookie")
-        if cookie_header:
-            cookies = cookie_parser(cookie_header.decode("latin-1"))
-            if session := cookies.get(self.settings.sharinghub_session_cookie):
-                return Credential(CredentialKind.COOKIE, session)
+        if session := self._session(headers):
+            return session
         if not self.settings.sharinghub_auth_default_token:
             raise Unauthenticated(f"Authentication required. {_LOGIN_HINT}")
         return ANONYMOUS
@@ -226,7 +284,9 @@ class SharingHubMiddleware:
         receive: Receive,
         send: Send,
     ) -> None:
-        headers = [(k, v) for k, v in scope["headers"] if k != WORKSPACE_HEADER]
+        ui_page = route.mlflow_path == "/" and scope["method"] == "GET"
+        dropped = {WORKSPACE_HEADER, *(_CONDITIONAL if ui_page else ())}
+        headers = [(k, v) for k, v in scope["headers"] if k not in dropped]
         if workspace is not None:
             headers.append((WORKSPACE_HEADER, workspace.encode()))
         raw_path: bytes = scope.get("raw_path") or b""
@@ -239,10 +299,15 @@ class SharingHubMiddleware:
             else quote(route.mlflow_path).encode()
         )
         inner["headers"] = headers
-        rewrite_server_info = route.mlflow_path.rstrip("/") == _UI_SERVER_INFO
-        await self.app(inner, receive, self._sender(send, rewrite_server_info))
+        rewrite: Callable[[bytes], bytes] | None = None
+        if route.mlflow_path.rstrip("/") == _UI_SERVER_INFO:
+            rewrite = _single_project_info
+        elif ui_page:
+            rewrite = inject_ui
+        await self.app(inner, receive, self._sender(send, rewrite))
 
-    def _sender(self, send: Send, rewrite_server_info: bool) -> Send:
+    def _sender(self, send: Send, rewrite: Callable[[bytes], bytes] | None) -> Send:
+        """Sets the framing policy; ``rewrite`` changes a successful body."""
         frame_policy = self.frame_policy
         start: Message | None = None
         chunks: list[bytes] = []
@@ -257,14 +322,14 @@ class SharingHubMiddleware:
                 ]
                 headers.append((b"content-security-policy", frame_policy))
                 message = {**message, "headers": headers}
-                if rewrite_server_info:
+                if rewrite is not None and message["status"] == 200:
                     start = message
                     return
-            elif rewrite_server_info and message["type"] == "http.response.body":
+            elif start is not None and message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                await _send_single_project_info(send, start, b"".join(chunks))
+                await _send_rewritten(send, start, rewrite, b"".join(chunks))
                 return
             await send(message)
 
@@ -275,14 +340,14 @@ class SharingHubMiddleware:
     ) -> None:
         path: str = scope["path"]
         if path == "/" and scope["method"] in ("GET", "HEAD"):
-            base = self.proxies.external_base(scope, headers)
-            page = landing_page(
-                base_url=base.url("").rstrip("/"),
-                sharinghub_url=self.settings.sharinghub_url,
-                collection=self.settings.sharinghub_stac_collection,
-            )
+            page = await self._home(scope, headers)
             response = HTMLResponse(
-                page, headers={"Content-Security-Policy": self.frame_policy.decode()}
+                page,
+                headers={
+                    "Content-Security-Policy": self.frame_policy.decode(),
+                    "Cache-Control": "no-store",
+                    "Vary": "Cookie, Accept",
+                },
             )
             await response(scope, receive, send)
             return
@@ -294,6 +359,45 @@ class SharingHubMiddleware:
             "tracking URI, <server>/<group>/<project>/tracking/, as "
             "MLFLOW_TRACKING_URI."
         )
+
+    async def _home(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
+        """A browser's list of its projects, or the landing page explaining URIs."""
+        base = self.proxies.external_base(scope, headers)
+        base_url = base.url("").rstrip("/")
+        hub = self.settings.sharinghub_url
+        collection = self.settings.sharinghub_stac_collection
+        home_url = base.url("/")
+        login = auth_url(hub, "login", home_url)
+        session = self._session(headers)
+        browser = b"text/html" in headers.get(b"accept", b"")
+        if session is None or not browser:
+            return landing_page(
+                base_url=base_url,
+                sharinghub_url=hub,
+                collection=collection,
+                login_url=login if browser else None,
+            )
+        projects: list[ListedProject] | Refusal | Unavailable
+        try:
+            projects = await self.sharinghub.list_projects(session, collection)
+        except Unavailable as outage:
+            projects = outage
+        return home_page(
+            base_url=base_url,
+            sharinghub_url=hub,
+            collection=collection,
+            projects=projects,
+            login_url=login,
+            logout_url=auth_url(hub, "logout", home_url),
+        )
+
+    def _session(self, headers: dict[bytes, bytes]) -> Credential | None:
+        cookie_header = headers.get(b"cookie")
+        if not cookie_header:
+            return None
+        cookies = cookie_parser(cookie_header.decode("latin-1"))
+        session = cookies.get(self.settings.sharinghub_session_cookie)
+        return Credential(CredentialKind.COOKIE, session) if session else None
 
     async def _refuse(
         self,
@@ -346,20 +450,27 @@ class SharingHubMiddleware:
         )
 
 
-async def _send_single_project_info(
-    send: Send, start: Message | None, body: bytes
-) -> None:
+def _single_project_info(body: bytes) -> bytes:
     """MLflow's server-info as the UI should see it: one project, no gateway."""
     try:
         info = json.loads(body)
         info["workspaces_enabled"] = False
         info.setdefault("features_enabled", {})["gateway"] = False
-        body = json.dumps(info).encode()
-    except (ValueError, TypeError):
-        pass
-    if start is None:
-        return
-    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        return json.dumps(info).encode()
+    except (ValueError, TypeError, AttributeError):
+        return body
+
+
+async def _send_rewritten(
+    send: Send,
+    start: Message,
+    rewrite: Callable[[bytes], bytes] | None,
+    body: bytes,
+) -> None:
+    encoded = any(k.lower() == b"content-encoding" for k, _ in start["headers"])
+    if rewrite is not None and not encoded:
+        body = rewrite(body)
+    headers = [(k, v) for k, v in start["headers"] if k.lower() not in _VALIDATORS]
     headers.append((b"content-length", str(len(body)).encode()))
     await send({**start, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -52,6 +52,8 @@ _WORKSPACES = "each project is its own workspace; use the project's tracking URI
 _WEBHOOKS = "webhooks would make the server call arbitrary addresses"
 _TELEMETRY = "telemetry is off on this server"
 _DEMO = "demo data generation is not part of this server"
+# MLflow's GraphQL handler reads only a JSON body: a GET would be a 500.
+_GRAPHQL_GET = "send GraphQL queries with POST"
 
 # (methods, template, action[, reason]). "api:" templates match /api/ and
 # /ajax-api/; "{name}" is one path segment and "{name:path}" any rest of path.
@@ -66,7 +68,8 @@ _TABLE: list[tuple[str, str, Action] | tuple[str, str, Action, str]] = [
     ("GET", "/build/{path:path}", PUBLIC),
     ("GET", "/", READ),
     ("GET", "api:3.0/mlflow/server-info", READ),
-    ("GET POST", "/graphql", READ),
+    ("POST", "/graphql", READ),
+    ("GET", "/graphql", REFUSED, _GRAPHQL_GET),
     ("GET", "api:3.0/mlflow/ui-telemetry", READ),
     ("POST", "api:3.0/mlflow/ui-telemetry", REFUSED, _TELEMETRY),
     # Experiments

@@ -27,6 +27,7 @@ MLFLOW_ROOTS = frozenset(
         "version",
         "health",
         "ready",
+        "sharinghub",  # this package's own files and context beside the UI
     }
 )
 

@@ -184,6 +184,18 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
 
     @property
+    def engine_store_uri(self) -> str:
+        """The store URI handed to MLflow, with PostgreSQL's driver named.
+
+        SQLAlchemy before 2.1 reads ``postgresql://`` as psycopg2, which is not
+        installed: this product ships psycopg 3.
+        """
+        scheme, separator, rest = self.store_uri.partition("://")
+        if scheme == "postgresql":
+            return f"postgresql+psycopg{separator}{rest}"
+        return self.store_uri
+
+    @property
     def artifacts(self) -> str:
         if self.artifacts_destination:
             return self.artifacts_destination

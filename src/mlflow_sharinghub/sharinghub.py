@@ -18,7 +18,7 @@ from enum import Enum
 from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 from cachetools import TTLCache
@@ -29,6 +29,8 @@ _logger = logging.getLogger(__name__)
 
 _REFUSAL_TTL = 5.0
 _CACHE_SIZE = 10_000
+_LISTING_PAGE = 100
+_LISTING_MAX_PAGES = 20
 
 
 class CredentialKind(Enum):
@@ -80,6 +82,14 @@ class Refusal(Enum):
 
 
 CheckResult = ProjectAccess | Refusal
+
+
+@dataclass(frozen=True)
+class ListedProject:
+    """A project of the caller's collection listing: its full path and title."""
+
+    path: str
+    title: str
 
 
 class SharingHubClient:
@@ -181,6 +191,55 @@ class SharingHubClient:
             _logger.debug("SharingHub check of %s took %.3fs", project, elapsed)
         return _interpret(response, project)
 
+    async def list_projects(
+        self, credential: Credential, collection: str
+    ) -> list[ListedProject] | Refusal:
+        """The projects of ``collection`` that the caller sees, by path.
+
+        Pages through SharingHub's STAC item listing in ``preview`` mode (the
+        fast one). Only the ``after`` cursor of each ``next`` link is kept, so
+        the listing never follows an address SharingHub did not build from its
+        own base URL. Raises Unavailable on an outage; never cached.
+        """
+        projects: list[ListedProject] = []
+        params = {"limit": str(_LISTING_PAGE), "mode": "preview"}
+        for _ in range(_LISTING_MAX_PAGES):
+            page = await self._listing_page(credential, collection, params)
+            if isinstance(page, Refusal):
+                return page
+            projects += _listed(page.get("features"))
+            cursor = _next_cursor(page.get("links"))
+            if cursor is None:
+                break
+            params = {**params, "after": cursor}
+        return projects
+
+    async def _listing_page(
+        self, credential: Credential, collection: str, params: dict[str, str]
+    ) -> dict[str, Any] | Refusal:
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http().get(
+                    f"/api/stac/collections/{quote(collection, safe='')}/items",
+                    params=params,
+                    **self._credential_args(credential),
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            _logger.warning("SharingHub listing failed: %s", type(exc).__name__)
+            raise _outage() from None
+        if response.status_code in (401, 403):
+            return Refusal.BAD_CREDENTIALS
+        if response.status_code == 404:
+            return Refusal.NOT_FOUND
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            _logger.warning("SharingHub listing answered %d", response.status_code)
+            raise _outage()
+        return body
+
     def _credential_args(self, credential: Credential) -> dict[str, Any]:
         if credential.kind is CredentialKind.TOKEN:
             return {"headers": {"X-Gitlab-Token": credential.secret}}
@@ -222,6 +281,32 @@ def _parse_access(body: Any) -> ProjectAccess:
         categories=tuple(str(c) for c in categories),
         access_level=level,
     )
+
+
+def _listed(features: Any) -> list[ListedProject]:
+    """The projects of one listing page; items without a usable id are skipped."""
+    if not isinstance(features, list):
+        return []
+    listed = []
+    for feature in features:
+        if not isinstance(feature, dict) or not isinstance(feature.get("id"), str):
+            continue
+        properties = feature.get("properties")
+        title = properties.get("title") if isinstance(properties, dict) else None
+        path = feature["id"]
+        listed.append(ListedProject(path, title if isinstance(title, str) else path))
+    return listed
+
+
+def _next_cursor(links: Any) -> str | None:
+    """The ``after`` cursor of the listing's ``next`` link, if there is one."""
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            query = dict(parse_qsl(urlsplit(str(link.get("href", ""))).query))
+            return query.get("after") or None
+    return None
 
 
 def _detail(response: httpx.Response) -> str:
