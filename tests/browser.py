@@ -9,7 +9,7 @@ checkout, kept after the run.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,12 +42,14 @@ def chromium_path() -> Path:
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
-    """A headless Chromium, closed on exit."""
+def chromium(extra_args: Sequence[str] = ()) -> Iterator[Browser]:
+    """A headless Chromium, closed on exit; ``extra_args`` are more flags."""
     executable = chromium_path()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(executable), headless=True, args=CHROMIUM_FLAGS
+            executable_path=str(executable),
+            headless=True,
+            args=[*CHROMIUM_FLAGS, *extra_args],
         )
         try:
             yield browser
