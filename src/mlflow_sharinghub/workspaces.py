@@ -31,17 +31,23 @@ _logger = logging.getLogger(__name__)
 
 # MLflow's server passes the backend store URI to its workers in this variable.
 BACKEND_STORE_ENV = "_MLFLOW_SERVER_FILE_STORE"
+# ``mlflow server`` builds its stores, and so this provider, before it sets
+# the variable above; it reads its --backend-store-uri from this one.
+BACKEND_STORE_SETTING = "MLFLOW_BACKEND_STORE_URI"
 
 
 class SharingHubWorkspaceStore(SqlAlchemyStore):
     """MLflow's SQL workspace store, with project workspaces made on demand."""
 
     def __init__(self, workspace_uri: str | None = None) -> None:
-        db_uri = os.environ.get(BACKEND_STORE_ENV)
+        db_uri = os.environ.get(BACKEND_STORE_ENV) or os.environ.get(
+            BACKEND_STORE_SETTING
+        )
         if not db_uri:
             raise MlflowException(
-                f"The sharinghub workspace provider needs {BACKEND_STORE_ENV}: "
-                "start it through 'mlflow server' or 'mlflow-sharinghub server'."
+                "The sharinghub workspace provider keeps workspaces in the backend "
+                f"store: set {BACKEND_STORE_SETTING}, or start the server with "
+                "'mlflow-sharinghub server'."
             )
         super().__init__(db_uri)
         self._known: dict[str, Workspace] = {}
