@@ -24,6 +24,7 @@ from mlflow_sharinghub.app import (
 )
 from mlflow_sharinghub.errors import ConfigurationError
 from mlflow_sharinghub.settings import Settings, env_name, load_settings, mask_uri
+from mlflow_sharinghub.sqlite import use_write_ahead_log
 from mlflow_sharinghub.workspaces import BACKEND_STORE_ENV
 
 logger = logging.getLogger("mlflow_sharinghub.app")
@@ -92,6 +93,7 @@ def serve(overrides: dict[str, str | None]) -> None:
     if not settings.backend_store_uri or not settings.artifacts_destination:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     prepare_mlflow_environment(settings)
+    use_write_ahead_log(settings.store_uri)
     # MLflow builds its stores before it exports this variable to its workers,
     # and the workspace provider reads it there too.
     os.environ[BACKEND_STORE_ENV] = settings.engine_store_uri
