@@ -233,6 +233,10 @@ class Postgres:
             "--no-sync",
         )
         password_file.unlink()
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the cluster's server, again after ``stop_server``, on its port."""
         options = [
             f"-p {self.port}",
             "-c listen_addresses=127.0.0.1",
@@ -251,6 +255,10 @@ class Postgres:
             "--timeout=60",
             "start",
         )
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator's restart does: sessions are ended."""
+        self._run("pg_ctl", f"--pgdata={self.data}", "--mode=fast", "--wait", "stop")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -55,13 +55,20 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
     A few MLflow handlers lack MLflow's own exception decorator (dataset
     records, for one), and S3 refusals (an unknown multipart upload id) are
     not MlflowExceptions: either would reach the caller as Flask's HTML page
-    with status 500.
+    with status 500. A database that went away mid-request is an outage, as
+    MLflow itself says when it catches one: when the rollback fails too (the
+    server ended the session), SQLAlchemy's error escapes MLflow's handling.
     """
     from botocore.exceptions import ClientError
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
     from werkzeug.exceptions import HTTPException
 
     def mlflow_error(error: Any) -> FlaskResponse:  # MLflow's exceptions are untyped
+        # MLflow's log_batch wraps a failed inner rollback as an internal error.
+        cause = error.__cause__ or error.__context__
+        if error.error_code == "INTERNAL_ERROR" and isinstance(cause, OperationalError):
+            return database_gone(cause)
         return FlaskResponse(
             error.serialize_as_json(),
             status=error.get_http_status_code(),
@@ -76,6 +83,14 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
             status = 500
         return _json_error(status, code, f"Artifact store: {error}")
 
+    def database_gone(error: OperationalError) -> FlaskResponse:
+        logger.warning("Backend store unavailable: %s", type(error.orig).__name__)
+        return _json_error(
+            503,
+            "TEMPORARILY_UNAVAILABLE",
+            "The backend store is not answering. Try again in a moment.",
+        )
+
     def unexpected(error: Exception) -> FlaskResponse | HTTPException:
         if isinstance(error, HTTPException):
             return error
@@ -84,6 +99,7 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
 
     flask_app.register_error_handler(MlflowException, mlflow_error)
     flask_app.register_error_handler(ClientError, store_error)
+    flask_app.register_error_handler(OperationalError, database_gone)
     flask_app.register_error_handler(Exception, unexpected)
 
 
