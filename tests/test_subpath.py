@@ -112,7 +112,8 @@ def test_mlflow_client_works_under_the_prefix(
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_param("prefix", "/mlflow")
             mlflow.log_metric("iou", 0.81)
-            notes = tmp_path / "notes with space.txt"
+            # The rewrite decodes the path and nginx encodes it again upstream.
+            notes = tmp_path / "notes #1, 100% sûr.txt"
             notes.write_text("behind the ingress")
             mlflow.log_artifact(str(notes), artifact_path="reports")
             mlflow.pyfunc.save_model(
@@ -126,7 +127,7 @@ def test_mlflow_client_works_under_the_prefix(
         assert read.data.params == {"prefix": "/mlflow"}
         assert read.data.metrics == {"iou": 0.81}
         downloaded = client.download_artifacts(
-            run.info.run_id, "reports/notes with space.txt", str(tmp_path / "back")
+            run.info.run_id, "reports/notes #1, 100% sûr.txt", str(tmp_path / "back")
         )
         assert Path(downloaded).read_text() == "behind the ingress"
         assert client.get_model_version(name, version.version).status == "READY"
