@@ -236,6 +236,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--threads", default="1,8")
+    parser.add_argument(
+        "--operations",
+        default=",".join(OPERATIONS),
+        help="comma-separated subset of: " + ", ".join(OPERATIONS),
+    )
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -325,7 +330,8 @@ def report(
     args: argparse.Namespace,
 ) -> None:
     results: dict[tuple[str, int, str], tuple[int, float, list[float]]] = {}
-    for op_name, operation in OPERATIONS.items():
+    operations = {name: OPERATIONS[name] for name in args.operations.split(",")}
+    for op_name, operation in operations.items():
         for threads in thread_counts:
             for round_ in range(args.rounds):
                 order = targets if round_ % 2 == 0 else targets[::-1]
@@ -343,7 +349,7 @@ def report(
 
     columns = ("req/s", "p50 ms", "p99 ms", "fail", "vs plain", "vs fast")
     print(f"{'operation':26} {'thr':>3} {'server':15}", *(f"{c:>8}" for c in columns))
-    for op_name in OPERATIONS:
+    for op_name in operations:
         for threads in thread_counts:
             rates = {}
             for target in targets:
