@@ -23,6 +23,7 @@ from flask import Response as FlaskResponse
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from mlflow_sharinghub.metrics import Metrics, use_shared_directory
 from mlflow_sharinghub.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def create_app() -> ASGIApp:
     settings = load_settings()
     configure_logging(settings.log_level)
     prepare_mlflow_environment(settings)
+    # Before anything imports prometheus_client: its mode is fixed at import.
+    use_shared_directory()
 
     from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import app as mlflow_app
@@ -129,11 +132,13 @@ def create_app() -> ASGIApp:
     from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
 
     answer_mlflow_errors_as_json(flask_app)
+    metrics = Metrics()
     sharinghub = SharingHubClient(
         settings.sharinghub_url,
         timeout=settings.sharinghub_timeout,
         cache_ttl=settings.sharinghub_cache_ttl,
         session_cookie=settings.sharinghub_session_cookie,
+        metrics=metrics,
     )
 
     @cache
@@ -165,4 +170,5 @@ def create_app() -> ASGIApp:
         sharinghub=sharinghub,
         workspaces=workspaces,
         readiness=readiness,
+        metrics=metrics,
     )

@@ -23,6 +23,7 @@ from mlflow_sharinghub.app import (
     prepare_mlflow_environment,
 )
 from mlflow_sharinghub.errors import ConfigurationError
+from mlflow_sharinghub.metrics import fresh_directory, remove_directory
 from mlflow_sharinghub.settings import Settings, env_name, load_settings, mask_uri
 from mlflow_sharinghub.sqlite import use_write_ahead_log
 from mlflow_sharinghub.workspaces import BACKEND_STORE_ENV
@@ -109,7 +110,12 @@ def serve(overrides: dict[str, str | None]) -> None:
 
     from mlflow.cli import cli
 
-    cli.main(args=mlflow_server_arguments(settings), prog_name="mlflow")
+    # Shared by the workers that MLflow starts; emptied at each start.
+    metrics_directory = fresh_directory()
+    try:
+        cli.main(args=mlflow_server_arguments(settings), prog_name="mlflow")
+    finally:
+        remove_directory(metrics_directory)
 
 
 def mlflow_server_arguments(settings: Settings) -> list[str]:

@@ -10,13 +10,14 @@
    workspace set by this server, never by the client.
 
 Every refusal is an MLflow-format JSON error, except that a browser without a
-session is sent to SharingHub's login.
+session is sent to SharingHub's login. Every refusal and every write leaves
+one line in the audit log (``audit.py``), and every decision is counted in
+the metrics served at ``/metrics`` (``metrics.py``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
@@ -29,6 +30,7 @@ from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlflow_sharinghub import audit
 from mlflow_sharinghub.access import effective_level, require
 from mlflow_sharinghub.errors import (
     EndpointNotFound,
@@ -38,6 +40,7 @@ from mlflow_sharinghub.errors import (
     Unauthenticated,
     Unavailable,
 )
+from mlflow_sharinghub.metrics import Metrics
 from mlflow_sharinghub.pages import home_page, landing_page
 from mlflow_sharinghub.paths import check_artifact_paths
 from mlflow_sharinghub.policy import Action, classify
@@ -52,6 +55,11 @@ from mlflow_sharinghub.sharinghub import (
     Refusal,
     SharingHubClient,
 )
+from mlflow_sharinghub.sources import (
+    checked_body,
+    creates_model_version,
+    run_in_workspace,
+)
 from mlflow_sharinghub.ui import (
     CONTEXT_PATH,
     OWN_ROOT,
@@ -59,11 +67,10 @@ from mlflow_sharinghub.ui import (
     auth_url,
     inject_ui,
     project_context,
+    ui_answer,
 )
 from mlflow_sharinghub.urls import ProxyTrust
 from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
-
-_logger = logging.getLogger(__name__)
 
 WORKSPACE_HEADER = b"x-mlflow-workspace"
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -90,8 +97,10 @@ class SharingHubMiddleware:
         sharinghub: SharingHubClient,
         workspaces: Callable[[], SharingHubWorkspaceStore],
         readiness: Readiness,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics or Metrics()
         self.settings = settings
         self.sharinghub = sharinghub
         self.workspaces = workspaces
@@ -110,21 +119,26 @@ class SharingHubMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         headers = dict(scope["headers"])
+        decision = audit.Decision(scope["method"], scope["path"])
+        entered = audit.current.set(decision)
         try:
             await self._handle(scope, headers, receive, send)
         except RequestRefused as refusal:
+            audit.refused(self.metrics, refusal)
             await self._refuse(scope, headers, refusal, receive, send)
+        else:
+            audit.count_allowed(self.metrics)
+        finally:
+            audit.current.reset(entered)
 
     async def _handle(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
     ) -> None:
         path: str = scope["path"]
         # Probes come from the kubelet, with the pod's address as Host.
-        if path == "/health":
-            await JSONResponse({"status": "healthy"})(scope, receive, send)
-            return
-        if path == "/ready":
-            await (await self.readiness())(scope, receive, send)
+        # Prometheus scrapes the pod's address too; no project URL leads here.
+        if path in ("/health", "/ready", "/metrics"):
+            await self._probe(scope, path, receive, send)
             return
         self._check_host_and_origin(scope, headers)
 
@@ -140,8 +154,16 @@ class SharingHubMiddleware:
         if route.mlflow_path.startswith(OWN_ROOT):
             await self._own_route(scope, headers, route, receive, send)
             return
+        answer = ui_answer(scope["method"], route.mlflow_path, scope["query_string"])
+        if answer is not None:
+            await self._authorize(headers, route, Action.READ)
+            await JSONResponse(answer)(scope, receive, send)
+            return
 
         rule = classify(scope["method"], route.mlflow_path)
+        audit.note(
+            route=route.mlflow_path, project=route.project, action=rule.action.value
+        )
         if rule.action is Action.PUBLIC:
             await self._forward(scope, route, None, receive, send)
             return
@@ -150,27 +172,52 @@ class SharingHubMiddleware:
                 raise EndpointNotFound(f"No such MLflow endpoint: {route.mlflow_path}")
             raise PermissionDenied(f"Refused: {rule.reason}.")
 
-        credential, access, _ = await self._authorize(headers, route, rule.action)
+        _, access, _ = await self._authorize(headers, route, rule.action)
         check_artifact_paths(scope, route.mlflow_path, workspace_name(access.id))
 
         workspace = workspace_name(access.id)
         await self._ensure_workspace(workspace, access.path)
-        if rule.action is Action.WRITE:
-            _logger.info(
-                "Allowed write %s %s by %s on project %s",
-                scope["method"],
-                route.mlflow_path,
-                credential.fingerprint,
-                access.id,
-            )
+        if creates_model_version(scope["method"], route.mlflow_path):
+            receive = await self._checked_model_version(scope, workspace, receive)
+        audit.log_write()
         await self._forward(scope, route, workspace, receive, send)
+
+    async def _probe(
+        self, scope: Scope, path: str, receive: Receive, send: Send
+    ) -> None:
+        """Liveness, readiness and metrics: answered whatever the Host header."""
+        if path == "/health":
+            response: Response = JSONResponse({"status": "healthy"})
+        elif path == "/ready":
+            response = await self.readiness()
+        elif scope["method"] in ("GET", "HEAD"):
+            content, media_type = self.metrics.exposition()
+            response = Response(content, media_type=media_type)
+        else:
+            raise EndpointNotFound("Metrics are read with GET.")
+        await response(scope, receive, send)
+
+    async def _checked_model_version(
+        self, scope: Scope, workspace: str, receive: Receive
+    ) -> Receive:
+        """The body of a model-versions/create, refused if it names foreign data."""
+        header = (WORKSPACE_HEADER, workspace.encode())
+
+        async def run_exists(run_id: str) -> bool:
+            return await run_in_workspace(
+                self.app, scope, workspace_header=header, run_id=run_id
+            )
+
+        return await checked_body(receive, workspace=workspace, run_exists=run_exists)
 
     async def _authorize(
         self, headers: dict[bytes, bytes], route: ProjectRoute, action: Action
     ) -> tuple[Credential, ProjectAccess, int]:
         """The caller, the project and the level they act with; raises if refused."""
         credential = self._credential(headers)
+        audit.note(caller=credential.fingerprint, action=action.value)
         access = await self._project_access(credential, route)
+        audit.note(project=str(access.id))
         level = effective_level(
             access_level=access.access_level, anonymous=credential.is_anonymous
         )
@@ -407,13 +454,6 @@ class SharingHubMiddleware:
         receive: Receive,
         send: Send,
     ) -> None:
-        _logger.info(
-            "Refused %s %r: %s %s",
-            scope["method"],
-            scope["path"],
-            refusal.error_code,
-            refusal.message,
-        )
         if self._wants_login(scope, headers, refusal):
             base = self.proxies.external_base(scope, headers)
             query = scope.get("query_string", b"").decode("latin-1")

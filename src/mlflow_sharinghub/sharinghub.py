@@ -24,6 +24,7 @@ import httpx
 from cachetools import TTLCache
 
 from mlflow_sharinghub.errors import Unavailable
+from mlflow_sharinghub.metrics import Metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ class SharingHubClient:
         cache_ttl: float,
         session_cookie: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._base_url = base_url
+        self._metrics = metrics or Metrics()
         self._timeout = timeout
         self._session_cookie = session_cookie
         self._transport = transport
@@ -154,7 +157,9 @@ class SharingHubClient:
         """SharingHub's answer for ``project``; raises Unavailable on an outage."""
         key = (credential.fingerprint, project)
         if (hit := self.cached(credential, project)) is not None:
+            self._metrics.cache.labels("hit").inc()
             return hit
+        self._metrics.cache.labels("miss").inc()
         task = self._inflight.get(key)
         if task is None:
             # A task of its own, so a caller that hangs up does not cancel the
@@ -185,11 +190,17 @@ class SharingHubClient:
             _logger.warning(
                 "SharingHub unreachable for project %s: %s", project, type(exc).__name__
             )
+            self._metrics.sharinghub_errors.labels("check", _failure(exc)).inc()
             raise _outage() from None
         finally:
             elapsed = time.perf_counter() - started
+            self._metrics.sharinghub_seconds.labels("check").observe(elapsed)
             _logger.debug("SharingHub check of %s took %.3fs", project, elapsed)
-        return _interpret(response, project)
+        try:
+            return _interpret(response, project)
+        except Unavailable:
+            self._metrics.sharinghub_errors.labels("check", "answer").inc()
+            raise
 
     async def list_projects(
         self, credential: Credential, collection: str
@@ -217,6 +228,7 @@ class SharingHubClient:
     async def _listing_page(
         self, credential: Credential, collection: str, params: dict[str, str]
     ) -> dict[str, Any] | Refusal:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._http().get(
@@ -226,7 +238,11 @@ class SharingHubClient:
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
             _logger.warning("SharingHub listing failed: %s", type(exc).__name__)
+            self._metrics.sharinghub_errors.labels("listing", _failure(exc)).inc()
             raise _outage() from None
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.sharinghub_seconds.labels("listing").observe(elapsed)
         if response.status_code in (401, 403):
             return Refusal.BAD_CREDENTIALS
         if response.status_code == 404:
@@ -237,6 +253,7 @@ class SharingHubClient:
             body = None
         if not isinstance(body, dict):
             _logger.warning("SharingHub listing answered %d", response.status_code)
+            self._metrics.sharinghub_errors.labels("listing", "answer").inc()
             raise _outage()
         return body
 
@@ -315,6 +332,13 @@ def _detail(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         return ""
     return detail if isinstance(detail, str) else ""
+
+
+def _failure(exc: BaseException) -> str:
+    """The kind of a failed call, as the error metric counts it."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "timeout"
+    return "connection"
 
 
 def _outage() -> Unavailable:
