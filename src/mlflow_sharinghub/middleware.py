@@ -119,7 +119,9 @@ class SharingHubMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         headers = dict(scope["headers"])
-        decision = audit.Decision(scope["method"], scope["path"])
+        decision = audit.Decision(
+            scope["method"], scope["path"], caller=self._caller(headers)
+        )
         entered = audit.current.set(decision)
         try:
             await self._handle(scope, headers, receive, send)
@@ -215,7 +217,7 @@ class SharingHubMiddleware:
     ) -> tuple[Credential, ProjectAccess, int]:
         """The caller, the project and the level they act with; raises if refused."""
         credential = self._credential(headers)
-        audit.note(caller=credential.fingerprint, action=action.value)
+        audit.note(action=action.value)
         access = await self._project_access(credential, route)
         audit.note(project=str(access.id))
         level = effective_level(
@@ -276,6 +278,14 @@ class SharingHubMiddleware:
             raise PermissionDenied(
                 f"Requests from origin {origin!r} may not change data."
             )
+
+    def _caller(self, headers: dict[bytes, bytes]) -> str:
+        """Who the audit log names: the credential's fingerprint, never raises."""
+        try:
+            return self._credential(headers).fingerprint
+        except Unauthenticated:
+            # No usable credential: none at all, or not a Bearer token.
+            return "anonymous" if b"authorization" not in headers else "malformed"
 
     def _credential(self, headers: dict[bytes, bytes]) -> Credential:
         authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
