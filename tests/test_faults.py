@@ -12,7 +12,9 @@ again on the same port. Afterwards:
 - nothing is half-written: a batch's metrics are all there or none are (MLflow
   writes a batch's params, metrics and tags in one transaction each, so a
   mixed batch is checked part by part);
-- the clients work again by themselves, without restarting the server.
+- the clients work again by themselves, without restarting the server;
+- a model version registered while the store is down is refused as an
+  outage (503), not as a run of another project.
 
 The cache TTL is short, so that during the SharingHub outage the cached
 answers run out while it lasts: cached callers keep working at first, then
@@ -328,6 +330,15 @@ def probe(server: Server, token: str, project: str) -> tuple[httpx.Response, flo
     return response, time.monotonic() - began
 
 
+def register_version(logger: Logger, model: str) -> httpx.Response:
+    body = {
+        "name": model,
+        "source": f"runs:/{logger.run_id}/model",
+        "run_id": logger.run_id,
+    }
+    return logger.client.post(API + "model-versions/create", json=body)
+
+
 def during(answer: Answer, stopped: float, restarted: float) -> bool:
     """Whether the request was under way while the dependency was down."""
     return answer.began + answer.elapsed >= stopped and answer.began <= restarted
@@ -373,10 +384,13 @@ def test_sharinghub_outage_during_load(guarded: Server, hub: Standin) -> None:
 def test_postgres_restart_during_load(guarded: Server, cluster: Postgres) -> None:
     with Load(guarded) as load:
         load.wait_until(0, succeeded(5))
+        model = unique("model")
+        call(load.loggers[0].client, "registered-models/create", name=model)
 
         stopped = time.monotonic()
         cluster.stop_server()
         load.wait_until(stopped, refused)
+        registering = register_version(load.loggers[0], model)
         not_ready = httpx.get(guarded.url + "/ready", timeout=CLIENT_TIMEOUT)
         cluster.start_server()
         restarted = time.monotonic()
@@ -394,6 +408,10 @@ def test_postgres_restart_during_load(guarded: Server, cluster: Postgres) -> Non
         (503, "TEMPORARILY_UNAVAILABLE")
     }
     assert all(during(a, stopped, restarted) for a in refusals)
+    # The run of a new model version cannot be looked up: an outage, not a
+    # run of another project.
+    assert registering.status_code == 503
+    assert registering.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["backend_store"] == "failing"
     assert ready.status_code == 200

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from starlette.types import Message, Receive, Scope
 
-from mlflow_sharinghub.errors import RequestRefused
+from mlflow_sharinghub.errors import RequestRefused, Unavailable
 
 _CREATE = re.compile(r"^/(?:api|ajax-api)/2\.0/mlflow/model-versions/create/?$")
 # MLflow's prompt registry stores these in place of a source (mlflow.prompt.constants).
@@ -192,4 +192,8 @@ async def run_in_workspace(
             status = message["status"]
 
     await app(inner, receive, send)
+    if status >= 500:
+        # MLflow could not look the run up: an outage of the store, which a
+        # retry may get past, not a run of another project.
+        raise Unavailable("The backend store is not answering. Try again in a moment.")
     return status == 200
