@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from mlflow_sharinghub.access import LEVEL_NAMES, can_write
 from mlflow_sharinghub.sharinghub import ProjectAccess
@@ -27,6 +27,7 @@ _ASSETS = {
     "ui.css": "text/css; charset=utf-8",
     "ui.js": "text/javascript; charset=utf-8",
 }
+_GATEWAY_LISTING = "/ajax-api/2.0/mlflow/gateway-proxy"
 UI_TAGS = (
     b'<link rel="stylesheet" href="sharinghub/ui.css">'
     b'<script src="sharinghub/ui.js"></script>'
@@ -43,6 +44,19 @@ def inject_ui(page: bytes) -> bytes:
     if end == -1:
         return page
     return page[:end] + UI_TAGS + page[end:]
+
+
+def ui_answer(method: str, path: str, query: bytes) -> dict[str, Any] | None:
+    """This server's own answer to a UI request for a feature it does not offer.
+
+    MLflow's runs page asks for the AI gateway's endpoints unprompted (for
+    prompt evaluation); a refusal would greet every visit with an error
+    toast, so it gets the truth instead: there are none.
+    """
+    if method != "GET" or path != _GATEWAY_LISTING:
+        return None
+    asked = parse_qs(query.decode("latin-1")).get("gateway_path")
+    return {"endpoints": []} if asked == ["api/2.0/endpoints/"] else None
 
 
 @cache
