@@ -266,6 +266,13 @@ WRITE_CONTROLS = {
 
 
 def assert_writes_offered(page: Page, label: str, *, offered: bool) -> None:
+    if label == "runs":
+        # Selecting a run offers to rename or delete it.
+        page.get_by_role("checkbox").nth(1).check()
+        for action in ("Rename", "Delete"):
+            actions = page.get_by_role("button", name=action, exact=True)
+            expect(actions).to_have_count(1 if offered else 0)
+        page.get_by_role("checkbox").nth(1).uncheck()
     control = WRITE_CONTROLS.get(label)
     if control is None:
         return
@@ -393,6 +400,28 @@ def test_tracking_without_slash_opens_the_ui(browser: Browser, server: Server) -
         page.goto(server.uri(FLOOD).rstrip("/"))
         expect(page.locator("#sharinghub-bar")).to_contain_text(FLOOD)
         assert page.url == server.uri(FLOOD) + "#/experiments"
+    finally:
+        context.close()
+
+
+def test_project_bar_keeps_its_links_in_a_narrow_window(
+    browser: Browser, server: Server
+) -> None:
+    context = browser.new_context(
+        viewport={"width": 560, "height": 600},
+        extra_http_headers={"Authorization": "Bearer rep-a"},
+    )
+    try:
+        page = context.new_page()
+        page.goto(server.uri(FLOOD))
+        bar = page.locator("#sharinghub-bar")
+        expect(bar).to_contain_text("Read-only")
+        shoot(page, "narrow-window")
+        for link in bar.get_by_role("link").all():
+            box = link.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= 560, link.inner_text()
     finally:
         context.close()
 

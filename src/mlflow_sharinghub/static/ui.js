@@ -62,8 +62,11 @@
       "aria-label": "SharingHub project",
       "data-project-path": project.path,
     });
-    nav.appendChild(element("span", project.name, { class: "sharinghub-name" }));
-    nav.appendChild(element("code", project.path));
+    // Titles keep the whole name and path when a narrow frame cuts them.
+    nav.appendChild(
+      element("span", project.name, { class: "sharinghub-name", title: project.name })
+    );
+    nav.appendChild(element("code", project.path, { title: project.path }));
     var badge = context.read_only ? "Read-only" : "Can edit";
     nav.appendChild(
       element("span", badge, {
