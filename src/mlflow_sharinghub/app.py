@@ -95,6 +95,15 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
     def unexpected(error: Exception) -> FlaskResponse | HTTPException:
         if isinstance(error, HTTPException):
             return error
+        if _body_is_not_an_object():
+            # Some MLflow handlers use the body before validating it (runs/log-batch
+            # measures it, experiments/create calls .get on it, a JSON string is
+            # decoded once more unguarded): whatever broke, the body was bad.
+            return _json_error(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "The request body must be a JSON object.",
+            )
         logger.exception("Unexpected error in MLflow")
         return _json_error(500, "INTERNAL_ERROR", "Internal error; see the server log.")
 
@@ -108,6 +117,24 @@ _STORE_ERROR_CODES = {
     400: "INVALID_PARAMETER_VALUE",
     404: "RESOURCE_DOES_NOT_EXIST",
 }
+
+
+def _body_is_not_an_object() -> bool:
+    """Whether the current request has a body MLflow cannot read as a JSON object.
+
+    MLflow reads a JSON string body as JSON once more, for older clients.
+    """
+    from flask import request
+
+    if request.method not in ("POST", "PATCH", "PUT", "DELETE"):
+        return False
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return True
+    return not isinstance(body, dict)
 
 
 def _json_error(status: int, code: str, message: str) -> FlaskResponse:
