@@ -466,15 +466,35 @@ def test_ui_works_in_a_sharinghub_frame(
         shoot(page, "framed-by-sharinghub")
 
 
+def assert_frame_refused(page: Page, document: Response) -> None:
+    """MLflow's page came back to the frame, and the browser refused to show it."""
+    assert document.status == 200
+    assert "frame-ancestors" in document.headers["content-security-policy"]
+    page.wait_for_load_state("networkidle")
+    child = page.frames[1]
+    assert child.evaluate("document.getElementById('root')") is None
+
+
 def test_ui_refuses_other_frames(
     browser: Browser, server: Server, standin: Standin
 ) -> None:
     elsewhere = f"http://127.0.0.2:{standin.port}/embed"
     with framed(browser, server, elsewhere) as (page, document):
-        # MLflow's page came back, and the browser refused to show it.
-        assert document.status == 200
-        assert "frame-ancestors" in document.headers["content-security-policy"]
-        page.wait_for_load_state("networkidle")
-        child = page.frames[1]
-        assert child.evaluate("document.getElementById('root')") is None
+        assert_frame_refused(page, document)
         shoot(page, "framed-elsewhere")
+
+
+def test_frame_ancestors_setting_names_who_may_frame(
+    browser: Browser, standin: Standin, backend: str, tmp_path: Path
+) -> None:
+    portal = f"http://127.0.0.2:{standin.port}"
+    instance = Server(tmp_path, standin, SHARINGHUB_FRAME_ANCESTORS=portal)
+    instance.start()
+    try:
+        with framed(browser, instance, portal + "/embed") as (page, _):
+            frame = page.frame_locator("iframe")
+            expect(frame.locator("#sharinghub-bar")).to_contain_text(FLOOD)
+        with framed(browser, instance, standin.url + "/embed") as (page, document):
+            assert_frame_refused(page, document)
+    finally:
+        instance.stop()
