@@ -36,7 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from sqlalchemy.exc import OperationalError
 
-from mlflow_sharinghub.app import answer_mlflow_errors_as_json
+from mlflow_sharinghub.json_errors import answer_mlflow_errors_as_json
 from servers import CROPS, FLOOD, Postgres, Server, Standin, unique
 
 CACHE_TTL = 6.0

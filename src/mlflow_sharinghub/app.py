@@ -10,19 +10,16 @@ that environment when it is imported.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from functools import cache
-from typing import Any
 
 import anyio.to_thread
-from flask import Flask
-from flask import Response as FlaskResponse
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from mlflow_sharinghub.json_errors import answer_mlflow_errors_as_json
 from mlflow_sharinghub.metrics import Metrics, use_shared_directory
 from mlflow_sharinghub.settings import Settings, load_settings
 
@@ -48,98 +45,6 @@ def prepare_mlflow_environment(settings: Settings) -> None:
         if name == "MLFLOW_FLASK_SERVER_SECRET_KEY" and os.environ.get(name):
             continue
         os.environ[name] = value
-
-
-def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
-    """Errors that escape MLflow's handlers become MLflow's JSON error.
-
-    A few MLflow handlers lack MLflow's own exception decorator (dataset
-    records, for one), and S3 refusals (an unknown multipart upload id) are
-    not MlflowExceptions: either would reach the caller as Flask's HTML page
-    with status 500. A database that went away mid-request is an outage, as
-    MLflow itself says when it catches one: when the rollback fails too (the
-    server ended the session), SQLAlchemy's error escapes MLflow's handling.
-    """
-    from botocore.exceptions import ClientError
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import OperationalError
-    from werkzeug.exceptions import HTTPException
-
-    def mlflow_error(error: Any) -> FlaskResponse:  # MLflow's exceptions are untyped
-        # MLflow's log_batch wraps a failed inner rollback as an internal error.
-        cause = error.__cause__ or error.__context__
-        if error.error_code == "INTERNAL_ERROR" and isinstance(cause, OperationalError):
-            return database_gone(cause)
-        return FlaskResponse(
-            error.serialize_as_json(),
-            status=error.get_http_status_code(),
-            mimetype="application/json",
-        )
-
-    def store_error(error: ClientError) -> FlaskResponse:
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
-        code = _STORE_ERROR_CODES.get(status, "INTERNAL_ERROR")
-        if code == "INTERNAL_ERROR":
-            logger.error("Artifact store error: %s", error)
-            status = 500
-        return _json_error(status, code, f"Artifact store: {error}")
-
-    def database_gone(error: OperationalError) -> FlaskResponse:
-        logger.warning("Backend store unavailable: %s", type(error.orig).__name__)
-        return _json_error(
-            503,
-            "TEMPORARILY_UNAVAILABLE",
-            "The backend store is not answering. Try again in a moment.",
-        )
-
-    def unexpected(error: Exception) -> FlaskResponse | HTTPException:
-        if isinstance(error, HTTPException):
-            return error
-        if _body_is_not_an_object():
-            # Some MLflow handlers use the body before validating it (runs/log-batch
-            # measures it, experiments/create calls .get on it, a JSON string is
-            # decoded once more unguarded): whatever broke, the body was bad.
-            return _json_error(
-                400,
-                "INVALID_PARAMETER_VALUE",
-                "The request body must be a JSON object.",
-            )
-        logger.exception("Unexpected error in MLflow")
-        return _json_error(500, "INTERNAL_ERROR", "Internal error; see the server log.")
-
-    flask_app.register_error_handler(MlflowException, mlflow_error)
-    flask_app.register_error_handler(ClientError, store_error)
-    flask_app.register_error_handler(OperationalError, database_gone)
-    flask_app.register_error_handler(Exception, unexpected)
-
-
-_STORE_ERROR_CODES = {
-    400: "INVALID_PARAMETER_VALUE",
-    404: "RESOURCE_DOES_NOT_EXIST",
-}
-
-
-def _body_is_not_an_object() -> bool:
-    """Whether the current request has a body MLflow cannot read as a JSON object.
-
-    MLflow reads a JSON string body as JSON once more, for older clients.
-    """
-    from flask import request
-
-    if request.method not in ("POST", "PATCH", "PUT", "DELETE"):
-        return False
-    body = request.get_json(force=True, silent=True)
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return True
-    return not isinstance(body, dict)
-
-
-def _json_error(status: int, code: str, message: str) -> FlaskResponse:
-    body = json.dumps({"error_code": code, "message": message})
-    return FlaskResponse(body, status=status, mimetype="application/json")
 
 
 def create_app() -> ASGIApp:
