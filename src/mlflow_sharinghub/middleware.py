@@ -17,7 +17,6 @@ the metrics served at ``/metrics`` (``metrics.py``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlencode
 
@@ -28,7 +27,7 @@ from mlflow.server.security_utils import (
 )
 from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlflow_sharinghub import audit
 from mlflow_sharinghub.access import effective_level, require
@@ -45,6 +44,7 @@ from mlflow_sharinghub.pages import home_page, landing_page
 from mlflow_sharinghub.paths import check_artifact_paths
 from mlflow_sharinghub.policy import Action, classify
 from mlflow_sharinghub.projects import ProjectRoute, split_project_path, workspace_name
+from mlflow_sharinghub.responses import framed_sender, is_ui_page, rewrite_for
 from mlflow_sharinghub.settings import Settings
 from mlflow_sharinghub.sharinghub import (
     ANONYMOUS,
@@ -65,7 +65,6 @@ from mlflow_sharinghub.ui import (
     OWN_ROOT,
     asset,
     auth_url,
-    inject_ui,
     project_context,
     ui_answer,
 )
@@ -74,13 +73,11 @@ from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
 
 WORKSPACE_HEADER = b"x-mlflow-workspace"
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_UI_SERVER_INFO = "/ajax-api/3.0/mlflow/server-info"
 # Dropped from requests for the UI page, so MLflow always sends a body to
 # inject into, never a 304 or a range of the original.
 _CONDITIONAL = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-range", b"range"}
 )
-_VALIDATORS = frozenset({b"content-length", b"etag", b"last-modified"})
 _LOGIN_HINT = "Set MLFLOW_TRACKING_TOKEN to a GitLab token (or log in to SharingHub)."
 
 Readiness = Callable[[], Awaitable[Response]]
@@ -341,7 +338,7 @@ class SharingHubMiddleware:
         receive: Receive,
         send: Send,
     ) -> None:
-        ui_page = route.mlflow_path == "/" and scope["method"] == "GET"
+        ui_page = is_ui_page(scope["method"], route.mlflow_path)
         dropped = {WORKSPACE_HEADER, *(_CONDITIONAL if ui_page else ())}
         headers = [(k, v) for k, v in scope["headers"] if k not in dropped]
         if workspace is not None:
@@ -356,41 +353,9 @@ class SharingHubMiddleware:
             else quote(route.mlflow_path).encode()
         )
         inner["headers"] = headers
-        rewrite: Callable[[bytes], bytes] | None = None
-        if route.mlflow_path.rstrip("/") == _UI_SERVER_INFO:
-            rewrite = _single_project_info
-        elif ui_page:
-            rewrite = inject_ui
-        await self.app(inner, receive, self._sender(send, rewrite))
-
-    def _sender(self, send: Send, rewrite: Callable[[bytes], bytes] | None) -> Send:
-        """Sets the framing policy; ``rewrite`` changes a successful body."""
-        frame_policy = self.frame_policy
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def sender(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() not in (b"x-frame-options", b"content-security-policy")
-                ]
-                headers.append((b"content-security-policy", frame_policy))
-                message = {**message, "headers": headers}
-                if rewrite is not None and message["status"] == 200:
-                    start = message
-                    return
-            elif start is not None and message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                await _send_rewritten(send, start, rewrite, b"".join(chunks))
-                return
-            await send(message)
-
-        return sender
+        rewrite = rewrite_for(scope["method"], route.mlflow_path)
+        sender = framed_sender(send, self.frame_policy, rewrite)
+        await self.app(inner, receive, sender)
 
     async def _outside_projects(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
@@ -498,29 +463,3 @@ class SharingHubMiddleware:
             and isinstance(refusal, NotFound)
             and split_project_path(scope["path"]) is not None
         )
-
-
-def _single_project_info(body: bytes) -> bytes:
-    """MLflow's server-info as the UI should see it: one project, no gateway."""
-    try:
-        info = json.loads(body)
-        info["workspaces_enabled"] = False
-        info.setdefault("features_enabled", {})["gateway"] = False
-        return json.dumps(info).encode()
-    except (ValueError, TypeError, AttributeError):
-        return body
-
-
-async def _send_rewritten(
-    send: Send,
-    start: Message,
-    rewrite: Callable[[bytes], bytes] | None,
-    body: bytes,
-) -> None:
-    encoded = any(k.lower() == b"content-encoding" for k, _ in start["headers"])
-    if rewrite is not None and not encoded:
-        body = rewrite(body)
-    headers = [(k, v) for k, v in start["headers"] if k.lower() not in _VALIDATORS]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({**start, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
