@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from common import BIN, free_port, tree_rss_mb
 
-BIN = Path(sys.executable).parent
 STANDIN_CONFIG = """
 projects:
   - {id: 42, path: bench/model, name: Bench Model, topics: [sharinghub:aimodel]}
@@ -44,30 +43,6 @@ users:
   - {token: bench-token, name: bench, access: {42: 3}}
 """
 ARTIFACT_SIZE = 50 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MiB."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 @dataclass
