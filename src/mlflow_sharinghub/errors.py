@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 
 
+def error_body(error_code: str, message: str) -> bytes:
+    """MLflow's JSON error envelope."""
+    return json.dumps({"error_code": error_code, "message": message}).encode()
+
+
 class ConfigurationError(Exception):
     """A setting is missing or malformed; startup stops with this message."""
 
@@ -26,8 +31,7 @@ class RequestRefused(Exception):
         self.headers = headers or {}
 
     def body(self) -> bytes:
-        payload = {"error_code": self.error_code, "message": self.message}
-        return json.dumps(payload).encode()
+        return error_body(self.error_code, self.message)
 
 
 class Unauthenticated(RequestRefused):

@@ -16,6 +16,8 @@ from typing import Any
 from flask import Flask
 from flask import Response as FlaskResponse
 
+from mlflow_sharinghub.errors import error_body
+
 logger = logging.getLogger(__name__)
 
 
@@ -107,5 +109,6 @@ def _body_is_not_an_object() -> bool:
 
 
 def _json_error(status: int, code: str, message: str) -> FlaskResponse:
-    body = json.dumps({"error_code": code, "message": message})
-    return FlaskResponse(body, status=status, mimetype="application/json")
+    return FlaskResponse(
+        error_body(code, message), status=status, mimetype="application/json"
+    )
