@@ -147,3 +147,44 @@ def test_hanging_sharinghub_spares_cached_callers(
     assert {r.json()["error_code"] for r in refused} == {"TEMPORARILY_UNAVAILABLE"}
     # Each waited for the 1 s timeout, not for SharingHub's 30 s.
     assert elapsed < 15
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    tmp_path_factory: pytest.TempPathFactory, hub: Standin
+) -> Iterator[Server]:
+    instance = Server(
+        tmp_path_factory.mktemp("caching-two-workers"), hub, MLFLOW_WORKERS="2"
+    )
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def shared_lookups(server: Server) -> float:
+    metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    line = 'mlflow_sharinghub_cache_lookups_total{result="shared"}'
+    return sum(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line))
+
+
+def test_worker_processes_share_one_call_per_token_and_project(
+    two_workers: Server, hub: Standin
+) -> None:
+    tokens = [fresh_token(hub, {42: 3}) for _ in range(10)]
+
+    def first_requests(token: str) -> list[int]:
+        # A connection of its own per request, so that both workers get some.
+        with ThreadPoolExecutor(6) as pool:
+            return list(
+                pool.map(
+                    lambda _: search(two_workers, headers=bearer(token)).status_code,
+                    range(6),
+                )
+            )
+
+    statuses = [first_requests(token) for token in tokens]
+
+    assert statuses == [[200] * 6] * len(tokens)
+    assert [checks_for(hub, token) for token in tokens] == [1] * len(tokens)
+    # The other worker did take answers from the shared file.
+    assert shared_lookups(two_workers) > 0

@@ -13,15 +13,15 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from cachetools import TTLCache
 
 from mlflow_sharinghub import sharinghub
 from mlflow_sharinghub.errors import Unavailable
+from mlflow_sharinghub.shared_answers import SharedAnswers
 from mlflow_sharinghub.sharinghub import (
     ANONYMOUS,
     Credential,
@@ -72,7 +72,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(sharinghub, "TTLCache", partial(TTLCache, timer=fake))
+    monkeypatch.setattr(sharinghub, "monotonic", fake)
     return fake
 
 
@@ -92,7 +92,11 @@ class Upstream:
         return len(self.requests)
 
     def client(
-        self, *, cache_ttl: float = 30.0, timeout: float = 2.0
+        self,
+        *,
+        cache_ttl: float = 30.0,
+        timeout: float = 2.0,
+        shared: Path | None = None,
     ) -> SharingHubClient:
         return SharingHubClient(
             BASE_URL,
@@ -100,6 +104,7 @@ class Upstream:
             cache_ttl=cache_ttl,
             session_cookie=SESSION_COOKIE,
             transport=httpx.MockTransport(self.handle),
+            shared_answers=shared,
         )
 
 
@@ -237,6 +242,202 @@ def test_an_outage_is_unavailable_and_never_cached(respond: Respond) -> None:
 
 
 # Caching: per (credential, project), for the TTL; refusals briefly.
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    """The answers file that the workers of one server share."""
+    return tmp_path / "answers.sqlite3"
+
+
+def test_a_second_worker_takes_the_first_workers_answer(
+    clock: Clock, shared: Path
+) -> None:
+    upstream = Upstream()
+
+    async def scenario() -> list[Any]:
+        first, second = (upstream.client(shared=shared) for _ in range(2))
+        answers = [await first.check(ALICE, FLOOD), await second.check(ALICE, FLOOD)]
+        await first.aclose()
+        await second.aclose()
+        return answers
+
+    assert run(scenario()) == [FLOOD_ACCESS, FLOOD_ACCESS]
+    assert upstream.calls == 1
+
+
+def test_workers_asking_at_once_make_one_call(clock: Clock, shared: Path) -> None:
+    release = asyncio.Event()
+
+    async def slow_grant(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return await grant(request)
+
+    upstream = Upstream(slow_grant)
+
+    async def scenario() -> list[Any]:
+        workers = [upstream.client(shared=shared) for _ in range(4)]
+        asking = [asyncio.create_task(w.check(ALICE, FLOOD)) for w in workers]
+        while not upstream.calls:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the others are polling for the answer now
+        release.set()
+        answers = await asyncio.gather(*asking)
+        for worker in workers:
+            await worker.aclose()
+        return answers
+
+    assert run(scenario()) == [FLOOD_ACCESS] * 4
+    assert upstream.calls == 1
+
+
+def test_a_shared_answer_expires_when_the_first_call_does(
+    clock: Clock, shared: Path
+) -> None:
+    # Taking the answer late must not make it live longer: a revoked token
+    # loses access one TTL after SharingHub was asked, in every worker.
+    upstream = Upstream()
+
+    async def scenario() -> list[int]:
+        first, second = (upstream.client(cache_ttl=30, shared=shared) for _ in range(2))
+        await first.check(ALICE, FLOOD)
+        clock.advance(20)
+        await second.check(ALICE, FLOOD)
+        calls = [upstream.calls]
+        clock.advance(10.1)
+        await second.check(ALICE, FLOOD)
+        calls.append(upstream.calls)
+        await first.aclose()
+        await second.aclose()
+        return calls
+
+    assert run(scenario()) == [1, 2]
+
+
+def test_a_shared_refusal_lasts_five_seconds(clock: Clock, shared: Path) -> None:
+    upstream = Upstream(answer(404, {"detail": "Not Found"}))
+
+    async def scenario() -> list[Any]:
+        first, second = (upstream.client(shared=shared) for _ in range(2))
+        seen = [await first.check(ALICE, FLOOD)]
+        clock.advance(4.9)
+        seen.append(await second.check(ALICE, FLOOD))
+        seen.append(upstream.calls)
+        clock.advance(0.2)
+        seen.append(await second.check(ALICE, FLOOD))
+        seen.append(upstream.calls)
+        await first.aclose()
+        await second.aclose()
+        return seen
+
+    not_found = Refusal.NOT_FOUND
+    assert run(scenario()) == [not_found, not_found, 1, not_found, 2]
+
+
+def test_a_failed_call_leaves_the_key_to_the_next_worker(
+    clock: Clock, shared: Path
+) -> None:
+    upstream = Upstream(fail(httpx.ConnectError))
+
+    async def scenario() -> list[Any]:
+        first, second = (upstream.client(shared=shared) for _ in range(2))
+        seen = [await outcome(first, ALICE, FLOOD)]
+        upstream.respond = grant
+        seen.append(await outcome(second, ALICE, FLOOD))
+        await first.aclose()
+        await second.aclose()
+        return seen
+
+    failed, granted = run(scenario())
+
+    assert isinstance(failed, Unavailable)
+    assert granted == FLOOD_ACCESS
+    assert upstream.calls == 2
+
+
+def test_shared_answers_are_kept_per_credential(clock: Clock, shared: Path) -> None:
+    upstream = Upstream()
+
+    async def scenario() -> None:
+        first, second = (upstream.client(shared=shared) for _ in range(2))
+        await first.check(ALICE, FLOOD)
+        await second.check(BOB, FLOOD)
+        await second.check(ANONYMOUS, FLOOD)
+        await first.aclose()
+        await second.aclose()
+
+    run(scenario())
+
+    assert upstream.calls == 3
+    assert [
+        carries(r, c)
+        for r, c in zip(upstream.requests, [ALICE, BOB, ANONYMOUS], strict=True)
+    ] == [True] * 3
+
+
+def test_the_shared_file_holds_no_credential(clock: Clock, shared: Path) -> None:
+    upstream = Upstream()
+
+    run(checks(upstream.client(shared=shared), (ALICE, FLOOD), (BROWSER, FLOOD)))
+
+    stored = b"".join(p.read_bytes() for p in shared.parent.glob("answers.sqlite3*"))
+    assert ALICE.fingerprint.encode() in stored  # the answers are in there
+    assert TOKEN_SECRET.encode() not in stored
+    assert BROWSER.secret.encode() not in stored
+
+
+def test_answers_of_an_earlier_boot_are_forgotten(shared: Path) -> None:
+    # time.monotonic() starts again at boot, so their times mean nothing now.
+    before = SharedAnswers(shared, boot="boot-1")
+    before.put("key", {"refusal": "NOT_FOUND"}, expires=10_000, now=500)
+    same_boot = SharedAnswers(shared, boot="boot-1")
+    assert same_boot.get("key", now=600) is not None
+
+    after = SharedAnswers(shared, boot="boot-2")
+
+    assert after.get("key", now=600) is None
+    assert same_boot.get("key", now=600) is None
+    for store in (before, same_boot, after):
+        store.close()
+
+
+def test_a_claim_blocks_other_claims_until_it_lapses(shared: Path) -> None:
+    first, second = (SharedAnswers(shared) for _ in range(2))
+
+    assert first.claim("key", now=100, until=103)
+    assert not second.claim("key", now=101, until=104)
+    assert second.get("key", now=101) is None
+    assert second.claim("key", now=103, until=106)
+    first.close()
+    second.close()
+
+
+def test_an_unusable_shared_file_still_answers(
+    clock: Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream = Upstream()
+    missing = tmp_path / "no-such-directory" / "answers.sqlite3"
+
+    [result] = run(checks(upstream.client(shared=missing), (ALICE, FLOOD)))
+
+    assert result == FLOOD_ACCESS
+    assert "not shared between workers" in caplog.text
+
+
+def test_a_zero_ttl_shares_nothing(clock: Clock, shared: Path) -> None:
+    upstream = Upstream()
+
+    async def scenario() -> None:
+        first, second = (upstream.client(cache_ttl=0, shared=shared) for _ in range(2))
+        await first.check(ALICE, FLOOD)
+        await second.check(ALICE, FLOOD)
+        await first.aclose()
+        await second.aclose()
+
+    run(scenario())
+
+    assert upstream.calls == 2
+    assert not shared.exists()
 
 
 def test_a_grant_is_reused_for_the_ttl(clock: Clock) -> None:

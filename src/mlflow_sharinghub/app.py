@@ -16,7 +16,9 @@ import sys
 from functools import cache
 
 import anyio.to_thread
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 from mlflow_sharinghub.json_errors import answer_mlflow_errors_as_json
@@ -53,17 +55,24 @@ def create_app() -> ASGIApp:
     configure_logging(settings.log_level)
     prepare_mlflow_environment(settings)
     # Before anything imports prometheus_client: its mode is fixed at import.
-    use_shared_directory()
+    runtime = use_shared_directory()
 
     from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import app as mlflow_app
+    from mlflow.server.fastapi_security import init_fastapi_security
     from mlflow.tracking._workspace.registry import get_workspace_store
 
     from mlflow_sharinghub.middleware import SharingHubMiddleware
+    from mlflow_sharinghub.shared_answers import FILE_NAME
     from mlflow_sharinghub.sharinghub import SharingHubClient
     from mlflow_sharinghub.workspaces import SharingHubWorkspaceStore
+    from mlflow_sharinghub.wsgi import FlaskBridge, native_route_prefixes
 
     answer_mlflow_errors_as_json(flask_app)
+    # MLflow's Flask routes without FastAPI's routing and middlewares, but
+    # behind the same security middlewares MLflow puts in front of them.
+    flask_lane = Starlette(routes=[Mount("/", app=FlaskBridge(flask_app))])
+    init_fastapi_security(flask_lane)  # type: ignore[arg-type]
     metrics = Metrics()
     sharinghub = SharingHubClient(
         settings.sharinghub_url,
@@ -71,6 +80,7 @@ def create_app() -> ASGIApp:
         cache_ttl=settings.sharinghub_cache_ttl,
         session_cookie=settings.sharinghub_session_cookie,
         metrics=metrics,
+        shared_answers=runtime / FILE_NAME,
     )
 
     @cache
@@ -103,4 +113,6 @@ def create_app() -> ASGIApp:
         workspaces=workspaces,
         readiness=readiness,
         metrics=metrics,
+        flask=flask_lane,
+        native_prefixes=native_route_prefixes(mlflow_app),
     )

@@ -36,13 +36,14 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 def fresh_directory() -> Path:
     """A new, empty metrics directory for the workers of one server start.
 
-    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is kept, emptied of the
-    counts of a previous start.
+    The workers also share SharingHub's answers there. An operator's own
+    ``PROMETHEUS_MULTIPROC_DIR`` is kept, emptied of the counts and answers
+    of a previous start.
     """
     if configured := os.environ.get(DIRECTORY_ENV):
         directory = Path(configured)
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
+        for stale in [*directory.glob("*.db"), *directory.glob("*.sqlite3*")]:
             stale.unlink()
     else:
         directory = Path(tempfile.mkdtemp(prefix=_PREFIX))
@@ -102,7 +103,8 @@ class Metrics:
         )
         self.cache = Counter(
             "mlflow_sharinghub_cache_lookups",
-            "Lookups of SharingHub's answers in the cache, by result (hit, miss)",
+            "Lookups of SharingHub's answers in the cache, by result: hit, miss, "
+            "shared (a miss answered by another worker's call)",
             ["result"],
             registry=registry,
         )

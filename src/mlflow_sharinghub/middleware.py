@@ -7,7 +7,9 @@
    and SharingHub's answer for the project give an access level.
 5. The level must allow the route's action.
 6. MLflow gets the request with the prefix stripped and the project's
-   workspace set by this server, never by the client.
+   workspace set by this server, never by the client. A route of MLflow's
+   Flask app goes the short way, straight to Flask (``wsgi.py``); only
+   FastAPI's own routes pass through MLflow's FastAPI app.
 
 Every refusal is an MLflow-format JSON error, except that a browser without a
 session is sent to SharingHub's login. Every refusal and every write leaves
@@ -95,8 +97,12 @@ class SharingHubMiddleware:
         workspaces: Callable[[], SharingHubWorkspaceStore],
         readiness: Readiness,
         metrics: Metrics | None = None,
+        flask: ASGIApp | None = None,
+        native_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.flask = flask or app
+        self.native_prefixes = native_prefixes
         self.metrics = metrics or Metrics()
         self.settings = settings
         self.sharinghub = sharinghub
@@ -355,7 +361,8 @@ class SharingHubMiddleware:
         inner["headers"] = headers
         rewrite = rewrite_for(scope["method"], route.mlflow_path)
         sender = framed_sender(send, self.frame_policy, rewrite)
-        await self.app(inner, receive, sender)
+        native = route.mlflow_path.startswith(self.native_prefixes)
+        await (self.app if native else self.flask)(inner, receive, sender)
 
     async def _outside_projects(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send

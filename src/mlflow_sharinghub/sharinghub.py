@@ -3,28 +3,37 @@
 One pooled HTTP client per process asks ``/api/check/<project>?info=true``.
 Answers are cached per (credential fingerprint, project): a granted access
 for ``SHARINGHUB_CACHE_TTL`` seconds, a refusal for a few seconds at most,
-an outage never. Concurrent misses for one key share a single call. The
-cache key holds a hash of the credential, never the credential itself.
+an outage never. Concurrent misses for one key share a single call, within
+a process and, through :class:`SharedAnswers`, across the worker processes
+of a server. The cache key holds a hash of the credential, never the
+credential itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import logging
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+from time import monotonic
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from mlflow_sharinghub.errors import Unavailable
 from mlflow_sharinghub.metrics import Metrics
+from mlflow_sharinghub.shared_answers import SharedAnswers
 
 _logger = logging.getLogger(__name__)
 
@@ -32,6 +41,9 @@ _REFUSAL_TTL = 5.0
 _CACHE_SIZE = 10_000
 _LISTING_PAGE = 100
 _LISTING_MAX_PAGES = 20
+# A worker that claimed a key keeps it this long past its call's timeout.
+_CLAIM_MARGIN = 1.0
+_SHARED_POLL = 0.02
 
 
 class CredentialKind(Enum):
@@ -86,6 +98,14 @@ CheckResult = ProjectAccess | Refusal
 
 
 @dataclass(frozen=True)
+class _Kept:
+    """An answer and the time (of the cache's clock) it expires."""
+
+    result: CheckResult
+    expires: float
+
+
+@dataclass(frozen=True)
 class ListedProject:
     """A project of the caller's collection listing: its full path and title."""
 
@@ -105,20 +125,22 @@ class SharingHubClient:
         session_cookie: str,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
+        shared_answers: Path | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._base_url = base_url
         self._metrics = metrics or Metrics()
         self._timeout = timeout
+        self._cache_ttl = cache_ttl
         self._session_cookie = session_cookie
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._granted: TTLCache[tuple[str, str], CheckResult] = TTLCache(
-            _CACHE_SIZE, cache_ttl
+        self._clock = clock or monotonic
+        self._answers: TLRUCache[tuple[str, str], _Kept] = TLRUCache(
+            _CACHE_SIZE, ttu=_expiry, timer=self._clock
         )
-        self._refused: TTLCache[tuple[str, str], CheckResult] = TTLCache(
-            _CACHE_SIZE, min(cache_ttl, _REFUSAL_TTL)
-        )
-        self._inflight: dict[tuple[str, str], asyncio.Task[CheckResult]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[_Kept]] = {}
+        self._shared = _open_shared(shared_answers, cache_ttl)
 
     def _http(self) -> httpx.AsyncClient:
         # Created on first use so that it binds to the worker's own event loop.
@@ -139,6 +161,9 @@ class SharingHubClient:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
     async def ping(self) -> bool:
         """Whether SharingHub answers at all (any answer but a server error)."""
@@ -150,8 +175,8 @@ class SharingHubClient:
         return response.status_code < 500
 
     def cached(self, credential: Credential, project: str) -> CheckResult | None:
-        key = (credential.fingerprint, project)
-        return self._granted.get(key) or self._refused.get(key)
+        kept = self._answers.get((credential.fingerprint, project))
+        return kept.result if kept is not None else None
 
     async def check(self, credential: Credential, project: str) -> CheckResult:
         """SharingHub's answer for ``project``; raises Unavailable on an outage."""
@@ -164,18 +189,58 @@ class SharingHubClient:
         if task is None:
             # A task of its own, so a caller that hangs up does not cancel the
             # call that other callers of the same key are waiting for.
-            task = asyncio.create_task(self._ask(credential, project))
+            task = asyncio.create_task(self._fetch(credential, project))
             task.add_done_callback(partial(self._settle, key))
             self._inflight[key] = task
-        return await asyncio.shield(task)
+        return (await asyncio.shield(task)).result
 
-    def _settle(self, key: tuple[str, str], task: asyncio.Task[CheckResult]) -> None:
+    def _settle(self, key: tuple[str, str], task: asyncio.Task[_Kept]) -> None:
         del self._inflight[key]
         if task.cancelled() or task.exception() is not None:
             return
-        result = task.result()
-        cache = self._granted if isinstance(result, ProjectAccess) else self._refused
-        cache[key] = result
+        self._answers[key] = task.result()
+
+    async def _fetch(self, credential: Credential, project: str) -> _Kept:
+        """SharingHub's answer, from another worker's call if there is one."""
+        if self._shared is not None:
+            try:
+                return await self._fetch_shared(self._shared, credential, project)
+            except sqlite3.Error as error:
+                _logger.warning("Shared SharingHub answers unreadable: %s", error)
+        return self._keep(await self._ask(credential, project))
+
+    async def _fetch_shared(
+        self, shared: SharedAnswers, credential: Credential, project: str
+    ) -> _Kept:
+        key = json.dumps([credential.fingerprint, project])
+        deadline = self._clock() + self._timeout
+        while True:
+            now = self._clock()
+            found = await asyncio.to_thread(shared.get, key, now)
+            if found is not None and (kept := _decode(*found)) is not None:
+                self._metrics.cache.labels("shared").inc()
+                return kept
+            until = now + self._timeout + _CLAIM_MARGIN
+            if await asyncio.to_thread(shared.claim, key, now, until=until):
+                break
+            if now >= deadline:
+                raise _outage()  # the worker that claimed the key never answered
+            await asyncio.sleep(_SHARED_POLL)
+        try:
+            kept = self._keep(await self._ask(credential, project))
+        except BaseException:
+            shared.release(key)  # at once, even while being cancelled
+            raise
+        await asyncio.to_thread(
+            shared.put, key, _encode(kept.result), kept.expires, self._clock()
+        )
+        return kept
+
+    def _keep(self, result: CheckResult) -> _Kept:
+        ttl = self._cache_ttl
+        if not isinstance(result, ProjectAccess):
+            ttl = min(ttl, _REFUSAL_TTL)
+        return _Kept(result, self._clock() + ttl)
 
     async def _ask(self, credential: Credential, project: str) -> CheckResult:
         started = time.perf_counter()
@@ -264,6 +329,38 @@ class SharingHubClient:
             cookie = f"{self._session_cookie}={credential.secret}"
             return {"headers": {"Cookie": cookie}}
         return {}
+
+
+def _expiry(key: tuple[str, str], kept: _Kept, now: float) -> float:
+    return kept.expires
+
+
+def _open_shared(path: Path | None, cache_ttl: float) -> SharedAnswers | None:
+    if path is None or cache_ttl <= 0:
+        return None
+    try:
+        return SharedAnswers(path)
+    except sqlite3.Error as error:
+        _logger.warning("SharingHub answers not shared between workers: %s", error)
+        return None
+
+
+def _encode(result: CheckResult) -> dict[str, Any]:
+    if isinstance(result, Refusal):
+        return {"refusal": result.name}
+    return {"access": dataclasses.asdict(result)}
+
+
+def _decode(answer: Any, expires: float) -> _Kept | None:
+    """An answer written by :func:`_encode`, or None if it is not one."""
+    try:
+        if "refusal" in answer:
+            return _Kept(Refusal[answer["refusal"]], expires)
+        access = dict(answer["access"])
+        access["categories"] = tuple(access["categories"])
+        return _Kept(ProjectAccess(**access), expires)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _interpret(response: httpx.Response, project: str) -> CheckResult:
