@@ -2,7 +2,10 @@
 
 Starts, on loopback, with the same MLflow, SQLite store and worker count:
 
-- ``plain``: ``mlflow server`` with its defaults (uvicorn);
+- ``plain``: ``mlflow server`` with its defaults: uvicorn on asyncio's event
+  loop and the pure-Python h11 parser, which is what ``pip install mlflow``
+  gives (its uvicorn comes without uvloop and httptools; this virtualenv has
+  them for mlflow-sharinghub, so the plain server is told not to use them);
 - ``plain-gunicorn``: ``mlflow server`` under gunicorn with threaded workers,
   the fastest plain configuration found on this kind of machine;
 - ``sharinghub``: ``mlflow-sharinghub server`` with the SharingHub stand-in,
@@ -257,7 +260,8 @@ def main() -> None:
             *store,
         ]
         if name == "plain":
-            target = Target(name, plain, env)
+            opts = "--loop asyncio --http h11"
+            target = Target(name, [*plain, "--uvicorn-opts", opts], env)
         elif name == "plain-gunicorn":
             opts = f"--workers {args.workers} --threads 8 -k gthread"
             target = Target(name, [*plain, "--gunicorn-opts", opts], env)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from servers import S3, Postgres, Server, Standin
+from servers import S3, Postgres, Server, Standin, running
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -55,10 +55,8 @@ def _client_environment() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
-    hub = Standin(tmp_path_factory.mktemp("standin"))
-    hub.start()
-    yield hub
-    hub.stop()
+    with running(Standin(tmp_path_factory.mktemp("standin"))) as hub:
+        yield hub
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +71,8 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    service = S3(tmp_path_factory.mktemp("s3"))
-    service.start()
-    yield service
-    service.stop()
+    with running(S3(tmp_path_factory.mktemp("s3"))) as service:
+        yield service
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -106,14 +102,14 @@ def server(
     backend: str,
 ) -> Iterator[Server]:
     """The server as deployed by default: anonymous callers are refused."""
-    instance = Server(
-        tmp_path_factory.mktemp(f"server-{backend}"),
-        standin,
-        **store_settings(request, backend, "server"),
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(
+        Server(
+            tmp_path_factory.mktemp(f"server-{backend}"),
+            standin,
+            **store_settings(request, backend, "server"),
+        )
+    ) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")
@@ -124,13 +120,13 @@ def open_server(
     backend: str,
 ) -> Iterator[Server]:
     """A server with SHARINGHUB_AUTH_DEFAULT_TOKEN on: anonymous callers read."""
-    instance = Server(
-        tmp_path_factory.mktemp(f"open-server-{backend}"),
-        standin,
-        SHARINGHUB_AUTH_DEFAULT_TOKEN="true",
-        MLFLOW_SERVER_ALLOWED_HOSTS="mlflow.example.com",
-        **store_settings(request, backend, "open-server"),
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(
+        Server(
+            tmp_path_factory.mktemp(f"open-server-{backend}"),
+            standin,
+            SHARINGHUB_AUTH_DEFAULT_TOKEN="true",
+            MLFLOW_SERVER_ALLOWED_HOSTS="mlflow.example.com",
+            **store_settings(request, backend, "open-server"),
+        )
+    ) as instance:
+        yield instance

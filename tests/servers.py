@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import boto3
 import httpx
@@ -48,6 +48,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class Service(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+@contextmanager
+def running(service: S) -> Iterator[S]:
+    """``service`` started, and stopped again however the block ends."""
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def unique(prefix: str) -> str:

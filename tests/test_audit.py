@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mlflow_sharinghub.audit import field
-from servers import CROPS, FLOOD, Server, Standin, unique
+from servers import CROPS, FLOOD, Server, Standin, running, unique
 
 AUDIT = re.compile(r"^INFO:mlflow_sharinghub\.audit:(.*)$", re.MULTILINE)
 SEARCH = "api/2.0/mlflow/experiments/search"
@@ -25,10 +25,10 @@ CREATE = "api/2.0/mlflow/experiments/create"
 def audited(
     tmp_path_factory: pytest.TempPathFactory, standin: Standin
 ) -> Iterator[Server]:
-    instance = Server(tmp_path_factory.mktemp("audited-server"), standin)
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(
+        Server(tmp_path_factory.mktemp("audited-server"), standin)
+    ) as instance:
+        yield instance
 
 
 def fresh_token(standin: Standin, access: dict[int, int]) -> str:

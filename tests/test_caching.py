@@ -16,7 +16,7 @@ import httpx
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from servers import FLOOD, Server, Standin
+from servers import FLOOD, Server, Standin, running
 
 TTL = 3.0
 SEARCH = "api/2.0/mlflow/experiments/search"
@@ -25,23 +25,21 @@ QUERY = {"max_results": 10}
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
-    instance = Standin(tmp_path_factory.mktemp("caching-standin"))
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(Standin(tmp_path_factory.mktemp("caching-standin"))) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, hub: Standin) -> Iterator[Server]:
-    instance = Server(
-        tmp_path_factory.mktemp("caching-server"),
-        hub,
-        SHARINGHUB_CACHE_TTL=str(TTL),
-        SHARINGHUB_TIMEOUT="1",
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(
+        Server(
+            tmp_path_factory.mktemp("caching-server"),
+            hub,
+            SHARINGHUB_CACHE_TTL=str(TTL),
+            SHARINGHUB_TIMEOUT="1",
+        )
+    ) as instance:
+        yield instance
 
 
 def fresh_token(hub: Standin, access: dict[int, int]) -> str:
@@ -153,12 +151,10 @@ def test_hanging_sharinghub_spares_cached_callers(
 def two_workers(
     tmp_path_factory: pytest.TempPathFactory, hub: Standin
 ) -> Iterator[Server]:
-    instance = Server(
-        tmp_path_factory.mktemp("caching-two-workers"), hub, MLFLOW_WORKERS="2"
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(
+        Server(tmp_path_factory.mktemp("caching-two-workers"), hub, MLFLOW_WORKERS="2")
+    ) as instance:
+        yield instance
 
 
 def shared_lookups(server: Server) -> float:

@@ -37,7 +37,7 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from sqlalchemy.exc import OperationalError
 
 from mlflow_sharinghub.json_errors import answer_mlflow_errors_as_json
-from servers import CROPS, FLOOD, Postgres, Server, Standin, unique
+from servers import CROPS, FLOOD, Postgres, Server, Standin, running, unique
 
 CACHE_TTL = 6.0
 SHARINGHUB_TIMEOUT = 30.0
@@ -54,10 +54,8 @@ CLIENTS = (("dev-a", FLOOD), ("maint-a", FLOOD), ("dev-b", CROPS))
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
-    instance = Standin(tmp_path_factory.mktemp("faults-standin"))
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(Standin(tmp_path_factory.mktemp("faults-standin"))) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +72,16 @@ def cluster() -> Iterator[Postgres]:
 def guarded(
     tmp_path_factory: pytest.TempPathFactory, hub: Standin, cluster: Postgres
 ) -> Iterator[Server]:
-    instance = Server(
-        tmp_path_factory.mktemp("faults-server"),
-        hub,
-        SHARINGHUB_CACHE_TTL=str(CACHE_TTL),
-        SHARINGHUB_TIMEOUT=str(SHARINGHUB_TIMEOUT),
-        MLFLOW_BACKEND_STORE_URI=cluster.create_database("faults"),
-    )
-    instance.start()
-    yield instance
-    instance.stop()
+    with running(
+        Server(
+            tmp_path_factory.mktemp("faults-server"),
+            hub,
+            SHARINGHUB_CACHE_TTL=str(CACHE_TTL),
+            SHARINGHUB_TIMEOUT=str(SHARINGHUB_TIMEOUT),
+            MLFLOW_BACKEND_STORE_URI=cluster.create_database("faults"),
+        )
+    ) as instance:
+        yield instance
 
 
 @dataclass(frozen=True)

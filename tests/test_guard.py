@@ -18,7 +18,7 @@ import pytest
 from itsdangerous import URLSafeSerializer
 from mlflow.exceptions import MlflowException
 
-from servers import CROPS, DEMO, FLOOD, TILES, Server, Standin, as_user, unique
+from servers import CROPS, DEMO, FLOOD, TILES, Server, Standin, as_user, running, unique
 
 SEARCH = "api/2.0/mlflow/experiments/search"
 CREATE = "api/2.0/mlflow/experiments/create"
@@ -336,21 +336,19 @@ def test_many_requests_cost_one_sharinghub_check(
 class TestSharingHubOutage:
     @pytest.fixture(scope="class")
     def hub(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
-        hub = Standin(tmp_path_factory.mktemp("outage-standin"))
-        hub.start()
-        yield hub
-        hub.stop()
+        with running(Standin(tmp_path_factory.mktemp("outage-standin"))) as hub:
+            yield hub
 
     @pytest.fixture(scope="class")
     def guarded(
         self, tmp_path_factory: pytest.TempPathFactory, hub: Standin
     ) -> Iterator[Server]:
-        instance = Server(
-            tmp_path_factory.mktemp("outage-server"), hub, SHARINGHUB_TIMEOUT="1"
-        )
-        instance.start()
-        yield instance
-        instance.stop()
+        with running(
+            Server(
+                tmp_path_factory.mktemp("outage-server"), hub, SHARINGHUB_TIMEOUT="1"
+            )
+        ) as instance:
+            yield instance
 
     def test_outage_is_503_quickly_and_service_resumes(
         self, guarded: Server, hub: Standin

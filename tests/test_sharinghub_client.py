@@ -244,6 +244,19 @@ def test_an_outage_is_unavailable_and_never_cached(respond: Respond) -> None:
 # Caching: per (credential, project), for the TTL; refusals briefly.
 
 
+@asynccontextmanager
+async def workers(
+    upstream: Upstream, count: int, **options: Any
+) -> AsyncIterator[list[SharingHubClient]]:
+    """The clients of ``count`` worker processes of one server."""
+    clients = [upstream.client(**options) for _ in range(count)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
 @pytest.fixture
 def shared(tmp_path: Path) -> Path:
     """The answers file that the workers of one server share."""
@@ -256,10 +269,11 @@ def test_a_second_worker_takes_the_first_workers_answer(
     upstream = Upstream()
 
     async def scenario() -> list[Any]:
-        first, second = (upstream.client(shared=shared) for _ in range(2))
-        answers = [await first.check(ALICE, FLOOD), await second.check(ALICE, FLOOD)]
-        await first.aclose()
-        await second.aclose()
+        async with workers(upstream, 2, shared=shared) as (first, second):
+            answers = [
+                await first.check(ALICE, FLOOD),
+                await second.check(ALICE, FLOOD),
+            ]
         return answers
 
     assert run(scenario()) == [FLOOD_ACCESS, FLOOD_ACCESS]
@@ -276,15 +290,13 @@ def test_workers_asking_at_once_make_one_call(clock: Clock, shared: Path) -> Non
     upstream = Upstream(slow_grant)
 
     async def scenario() -> list[Any]:
-        workers = [upstream.client(shared=shared) for _ in range(4)]
-        asking = [asyncio.create_task(w.check(ALICE, FLOOD)) for w in workers]
-        while not upstream.calls:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # the others are polling for the answer now
-        release.set()
-        answers = await asyncio.gather(*asking)
-        for worker in workers:
-            await worker.aclose()
+        async with workers(upstream, 4, shared=shared) as every:
+            asking = [asyncio.create_task(w.check(ALICE, FLOOD)) for w in every]
+            while not upstream.calls:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # the others are polling for the answer now
+            release.set()
+            answers = await asyncio.gather(*asking)
         return answers
 
     assert run(scenario()) == [FLOOD_ACCESS] * 4
@@ -299,16 +311,14 @@ def test_a_shared_answer_expires_when_the_first_call_does(
     upstream = Upstream()
 
     async def scenario() -> list[int]:
-        first, second = (upstream.client(cache_ttl=30, shared=shared) for _ in range(2))
-        await first.check(ALICE, FLOOD)
-        clock.advance(20)
-        await second.check(ALICE, FLOOD)
-        calls = [upstream.calls]
-        clock.advance(10.1)
-        await second.check(ALICE, FLOOD)
-        calls.append(upstream.calls)
-        await first.aclose()
-        await second.aclose()
+        async with workers(upstream, 2, cache_ttl=30, shared=shared) as (first, second):
+            await first.check(ALICE, FLOOD)
+            clock.advance(20)
+            await second.check(ALICE, FLOOD)
+            calls = [upstream.calls]
+            clock.advance(10.1)
+            await second.check(ALICE, FLOOD)
+            calls.append(upstream.calls)
         return calls
 
     assert run(scenario()) == [1, 2]
@@ -318,16 +328,14 @@ def test_a_shared_refusal_lasts_five_seconds(clock: Clock, shared: Path) -> None
     upstream = Upstream(answer(404, {"detail": "Not Found"}))
 
     async def scenario() -> list[Any]:
-        first, second = (upstream.client(shared=shared) for _ in range(2))
-        seen = [await first.check(ALICE, FLOOD)]
-        clock.advance(4.9)
-        seen.append(await second.check(ALICE, FLOOD))
-        seen.append(upstream.calls)
-        clock.advance(0.2)
-        seen.append(await second.check(ALICE, FLOOD))
-        seen.append(upstream.calls)
-        await first.aclose()
-        await second.aclose()
+        async with workers(upstream, 2, shared=shared) as (first, second):
+            seen = [await first.check(ALICE, FLOOD)]
+            clock.advance(4.9)
+            seen.append(await second.check(ALICE, FLOOD))
+            seen.append(upstream.calls)
+            clock.advance(0.2)
+            seen.append(await second.check(ALICE, FLOOD))
+            seen.append(upstream.calls)
         return seen
 
     not_found = Refusal.NOT_FOUND
@@ -340,12 +348,10 @@ def test_a_failed_call_leaves_the_key_to_the_next_worker(
     upstream = Upstream(fail(httpx.ConnectError))
 
     async def scenario() -> list[Any]:
-        first, second = (upstream.client(shared=shared) for _ in range(2))
-        seen = [await outcome(first, ALICE, FLOOD)]
-        upstream.respond = grant
-        seen.append(await outcome(second, ALICE, FLOOD))
-        await first.aclose()
-        await second.aclose()
+        async with workers(upstream, 2, shared=shared) as (first, second):
+            seen = [await outcome(first, ALICE, FLOOD)]
+            upstream.respond = grant
+            seen.append(await outcome(second, ALICE, FLOOD))
         return seen
 
     failed, granted = run(scenario())
@@ -359,12 +365,10 @@ def test_shared_answers_are_kept_per_credential(clock: Clock, shared: Path) -> N
     upstream = Upstream()
 
     async def scenario() -> None:
-        first, second = (upstream.client(shared=shared) for _ in range(2))
-        await first.check(ALICE, FLOOD)
-        await second.check(BOB, FLOOD)
-        await second.check(ANONYMOUS, FLOOD)
-        await first.aclose()
-        await second.aclose()
+        async with workers(upstream, 2, shared=shared) as (first, second):
+            await first.check(ALICE, FLOOD)
+            await second.check(BOB, FLOOD)
+            await second.check(ANONYMOUS, FLOOD)
 
     run(scenario())
 
@@ -428,11 +432,9 @@ def test_a_zero_ttl_shares_nothing(clock: Clock, shared: Path) -> None:
     upstream = Upstream()
 
     async def scenario() -> None:
-        first, second = (upstream.client(cache_ttl=0, shared=shared) for _ in range(2))
-        await first.check(ALICE, FLOOD)
-        await second.check(ALICE, FLOOD)
-        await first.aclose()
-        await second.aclose()
+        async with workers(upstream, 2, cache_ttl=0, shared=shared) as (first, second):
+            await first.check(ALICE, FLOOD)
+            await second.check(ALICE, FLOOD)
 
     run(scenario())
 

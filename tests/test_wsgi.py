@@ -78,6 +78,14 @@ def serve(
     return sent
 
 
+async def no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def discard(message: Message) -> None:
+    return None
+
+
 def body_of(sent: list[Message]) -> bytes:
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     return b"".join(m.get("body", b"") for m in bodies)
@@ -113,15 +121,9 @@ def test_a_context_variable_set_by_one_request_is_unset_for_the_next() -> None:
 
     bridge = FlaskBridge(app, threads=1)
 
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def ignore(message: Message) -> None:
-        return None
-
     async def two_requests() -> None:
-        await bridge(scope("/first"), receive, ignore)
-        await bridge(scope("/second"), receive, ignore)
+        await bridge(scope("/first"), no_body, discard)
+        await bridge(scope("/second"), no_body, discard)
 
     try:
         asyncio.run(two_requests())
@@ -142,15 +144,9 @@ def test_the_callers_context_reaches_the_app_and_every_later_chunk() -> None:
 
     bridge = FlaskBridge(app, threads=2)
 
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def ignore(message: Message) -> None:
-        return None
-
     async def as_project_a() -> None:
         request_value.set("p-a")
-        await bridge(scope(), receive, ignore)
+        await bridge(scope(), no_body, discard)
 
     try:
         asyncio.run(as_project_a())
