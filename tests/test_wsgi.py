@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -206,6 +207,44 @@ def test_an_answer_is_closed_when_the_client_hangs_up() -> None:
         serve(app, send=hang_up)
 
     assert len(answer.closed_in) == 1
+
+
+def test_a_cancelled_request_closes_its_answer_after_the_running_hop() -> None:
+    in_second_hop, resume = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    class Slow(Tracked):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"a" * wsgi.BUFFERED_BYTES
+            in_second_hop.set()
+            resume.wait(timeout=10)
+            events.append("second chunk made")
+            yield b"b"
+
+        def close(self) -> None:
+            events.append("closed")
+
+    def app(environ: Environ, start_response: StartResponse) -> Tracked:
+        start_response("200 OK", [])
+        return Slow(chunks=0)
+
+    bridge = FlaskBridge(app, threads=2)
+
+    async def cancelled_midway() -> None:
+        serving = asyncio.create_task(bridge(scope(), no_body, discard))
+        await asyncio.to_thread(in_second_hop.wait, 10)
+        serving.cancel()
+        await asyncio.sleep(0.05)
+        resume.set()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+    try:
+        asyncio.run(cancelled_midway())
+    finally:
+        bridge.executor.shutdown()
+
+    assert events == ["second chunk made", "closed"]
 
 
 def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app() -> None:

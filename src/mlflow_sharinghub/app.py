@@ -17,7 +17,7 @@ from functools import cache
 
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
@@ -49,6 +49,12 @@ def prepare_mlflow_environment(settings: Settings) -> None:
         os.environ[name] = value
 
 
+# Starlette reads a file it serves 64 KiB at a time, each read a thread hop;
+# MLflow serves artifact downloads that way. 1 MiB reads move a 50 MB file
+# in 50 hops instead of 800.
+FILE_CHUNK_BYTES = 1 << 20
+
+
 def create_app() -> ASGIApp:
     """Build the guarded MLflow application of one worker process."""
     settings = load_settings()
@@ -69,6 +75,7 @@ def create_app() -> ASGIApp:
     from mlflow_sharinghub.wsgi import FlaskBridge, native_route_prefixes
 
     answer_mlflow_errors_as_json(flask_app)
+    FileResponse.chunk_size = FILE_CHUNK_BYTES
     # MLflow's Flask routes without FastAPI's routing and middlewares, but
     # behind the same security middlewares MLflow puts in front of them.
     flask_lane = Starlette(routes=[Mount("/", app=FlaskBridge(flask_app))])

@@ -23,9 +23,8 @@ import contextvars
 import io
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -48,6 +47,7 @@ class _Answer:
 
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    headers_sent: bool = False
     chunks: list[bytes] = field(default_factory=list)
     iterable: Iterable[bytes] | None = None
     rest: Iterator[bytes] | None = None
@@ -58,7 +58,7 @@ class _Answer:
         headers: list[tuple[str, str]],
         exc_info: ExcInfo | None = None,
     ) -> Callable[[bytes], None]:
-        if exc_info is not None and self.status:
+        if exc_info is not None and self.headers_sent:
             raise exc_info[1].with_traceback(exc_info[2])
         self.status = int(status.split(" ", 1)[0])
         self.headers = [
@@ -105,12 +105,12 @@ class FlaskBridge:
         environ = build_environ(scope, body)
         context = contextvars.copy_context()
         answer = _Answer()
+        hops: list[Future[Any]] = []
 
         async def in_thread(function: Callable[[], _T]) -> _T:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self.executor, partial(context.run, function)
-            )
+            hop = self.executor.submit(context.run, function)
+            hops[:] = [hop]
+            return await asyncio.wrap_future(hop)
 
         def start() -> bool:
             answer.iterable = self.app(environ, answer.start_response)
@@ -128,11 +128,16 @@ class FlaskBridge:
                     "headers": answer.headers,
                 }
             )
+            answer.headers_sent = True
             while not complete:
                 await send(_body(answer.take(), more=True))
                 complete = await in_thread(answer.drain)
             await send(_body(answer.take(), more=False))
         finally:
+            # A hop cut short by cancellation still runs in its thread, in the
+            # context; it must end before the answer is closed there.
+            if hops and not hops[0].done():
+                await asyncio.wait([asyncio.wrap_future(hops[0])])
             if answer.iterable is not None:
                 await in_thread(answer.close)
 
