@@ -30,14 +30,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from common import BIN, free_port, tree_rss_mb
+
+# The server's default, said here so that the calls can be counted per TTL.
+CACHE_TTL = 30
 
 STANDIN_CONFIG = """
 projects:
@@ -207,6 +210,17 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
+def report_calls(calls: list[dict[str, Any]]) -> None:
+    """The stand-in's calls per (credential, project), and the most in one TTL."""
+    times: dict[tuple[str, str], list[float]] = {}
+    for call in calls:
+        times.setdefault((call["credential"], call["project"]), []).append(call["at"])
+    print(f"\nSharingHub stand-in calls per (credential, project), TTL {CACHE_TTL} s:")
+    for (credential, project), at in sorted(times.items()):
+        most = max(sum(start <= t < start + CACHE_TTL for t in at) for start in at)
+        print(f"  {credential} {project}: {len(at)}, at most {most} in any TTL")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4, help="per round")
@@ -271,6 +285,7 @@ def main() -> None:
                 "MLFLOW_DATA_DIR": str(data),
                 "MLFLOW_PORT": str(port),
                 "MLFLOW_WORKERS": str(args.workers),
+                "SHARINGHUB_CACHE_TTL": str(CACHE_TTL),
                 "LOG_LEVEL": "WARNING",
             }
             target = Target(
@@ -288,13 +303,7 @@ def main() -> None:
             target.start(bases[target.name])
             prepare(target, bases[target.name], args.runs)
         report(targets, bases, thread_counts, args)
-        calls = Counter(
-            (c["credential"], c["project"])
-            for c in httpx.get(f"{standin_url}/_standin/calls").json()
-        )
-        print("\nSharingHub stand-in calls per (credential, project):")
-        for (credential, project), count in sorted(calls.items()):
-            print(f"  {credential} {project}: {count}")
+        report_calls(httpx.get(f"{standin_url}/_standin/calls").json())
     finally:
         for target in targets:
             target.stop()

@@ -63,6 +63,14 @@ class Standin:
         return self.request("GET", url, **kwargs)
 
 
+def recorded_calls(standin: Standin) -> list[dict[str, Any]]:
+    """The recorded ``/api/check`` calls, without their times."""
+    return [
+        {"credential": call["credential"], "project": call["project"]}
+        for call in standin.get("/_standin/calls").json()
+    ]
+
+
 def demo_config(**changes: Any) -> StandinConfig:
     """The demo configuration with a known session secret and ``changes``."""
     raw = load_config(DEMO_CONFIG).model_dump()
@@ -236,9 +244,7 @@ def test_anonymous_callers(
     assert response.status_code == status
     if status == 200:
         assert response.json()["access_level"] == 2
-    assert standin.get("/_standin/calls").json() == [
-        {"credential": credential, "project": project}
-    ]
+    assert recorded_calls(standin) == [{"credential": credential, "project": project}]
 
 
 # --- /api/auth/info ----------------------------------------------------------
@@ -315,7 +321,7 @@ def test_login_sets_a_session_that_check_accepts(standin: Standin) -> None:
     assert (login.status_code, login.headers["location"]) == (303, form["redirect_uri"])
     assert {"httponly", "samesite=lax", "path=/"} <= set(cookie.lower().split("; "))
     assert check.json()["access_level"] == 3
-    assert standin.get("/_standin/calls").json() == [
+    assert recorded_calls(standin) == [
         {"credential": "cookie:carol-token", "project": "43"}
     ]
 
@@ -533,7 +539,8 @@ def test_calls_are_recorded_per_credential_and_reset(standin: Standin) -> None:
         "/api/check/eo%2Fflood-model", headers={"X-Gitlab-Token": "alice-token"}
     )
     standin.get("/api/check/45")
-    recorded = standin.get("/_standin/calls").json()
+    times = [call["at"] for call in standin.get("/_standin/calls").json()]
+    recorded = recorded_calls(standin)
     reset = standin.request("POST", "/_standin/reset")
 
     assert recorded == [
@@ -541,6 +548,7 @@ def test_calls_are_recorded_per_credential_and_reset(standin: Standin) -> None:
         {"credential": "token:alice-token", "project": "eo/flood-model"},
         {"credential": "default", "project": "45"},
     ]
+    assert times == sorted(times)
     assert reset.status_code == 204
     assert standin.get("/_standin/calls").json() == []
 
@@ -694,7 +702,10 @@ def test_live_server_answers_over_http(live_url: str) -> None:
             headers={"X-Gitlab-Token": "carol-token"},
         )
         anonymous = client.get("/api/check/eo/crop-classifier")
-        calls = client.get("/_standin/calls").json()
+        calls = [
+            {"credential": c["credential"], "project": c["project"]}
+            for c in client.get("/_standin/calls").json()
+        ]
 
     assert encoded.json()["access_level"] == 3
     assert anonymous.status_code == 404

@@ -11,7 +11,7 @@ The control API, for tests (bind the stand-in to loopback only):
 
 - ``GET /_standin/calls``: the ``/api/check`` calls so far, oldest first, each
   ``{"credential": "token:<t>" | "cookie:<t>" | "default" | "none",
-  "project": <as asked>}``.
+  "project": <as asked>, "at": <seconds of time.monotonic()>}``.
 - ``POST /_standin/reset``: forget the recorded calls.
 - ``POST /_standin/delay`` with ``{"seconds": 1.5}``: answer every
   ``/api/check`` that much later; ``0`` stops it.
@@ -28,6 +28,7 @@ import bisect
 import html
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -171,7 +172,7 @@ class StandinState:
         self.config = config
         self.projects = {project.id: project for project in config.projects}
         self.users = {u.token: User(name=u.name, access=u.access) for u in config.users}
-        self.calls: list[dict[str, str]] = []
+        self.calls: list[dict[str, str | float]] = []
         self.delay = 0.0
         secret = config.session_secret
         key = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
@@ -249,7 +250,9 @@ async def _check(request: Request) -> Response:
     reference = request.path_params["project"]
     credential = _credential(request, state)
     label = credential[1] if credential else "none"
-    state.calls.append({"credential": label, "project": reference})
+    state.calls.append(
+        {"credential": label, "project": reference, "at": time.monotonic()}
+    )
     if state.delay:
         await asyncio.sleep(state.delay)
 
