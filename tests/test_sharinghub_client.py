@@ -8,6 +8,7 @@ loopback. Cache expiry is driven by a fake clock, never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -388,6 +389,23 @@ def test_the_shared_file_holds_no_credential(clock: Clock, shared: Path) -> None
     assert ALICE.fingerprint.encode() in stored  # the answers are in there
     assert TOKEN_SECRET.encode() not in stored
     assert BROWSER.secret.encode() not in stored
+
+
+def test_an_unreadable_shared_answer_is_asked_again_and_replaced(
+    clock: Clock, shared: Path
+) -> None:
+    store = SharedAnswers(shared)
+    key = json.dumps([ALICE.fingerprint, FLOOD])
+    store.put(key, {"granted": "by an older version"}, expires=clock() + 30, now=0)
+    store.close()
+    upstream = Upstream()
+
+    async def scenario() -> list[Any]:
+        async with workers(upstream, 2, shared=shared) as (first, second):
+            return [await first.check(ALICE, FLOOD), await second.check(ALICE, FLOOD)]
+
+    assert run(scenario()) == [FLOOD_ACCESS, FLOOD_ACCESS]
+    assert upstream.calls == 1
 
 
 def test_answers_of_an_earlier_boot_are_forgotten(shared: Path) -> None:

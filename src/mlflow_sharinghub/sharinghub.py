@@ -18,7 +18,6 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -126,7 +125,6 @@ class SharingHubClient:
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
         shared_answers: Path | None = None,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         self._base_url = base_url
         self._metrics = metrics or Metrics()
@@ -135,7 +133,7 @@ class SharingHubClient:
         self._session_cookie = session_cookie
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._clock = clock or monotonic
+        self._clock = monotonic
         self._answers: TLRUCache[tuple[str, str], _Kept] = TLRUCache(
             _CACHE_SIZE, ttu=_expiry, timer=self._clock
         )
@@ -213,15 +211,18 @@ class SharingHubClient:
         self, shared: SharedAnswers, credential: Credential, project: str
     ) -> _Kept:
         key = json.dumps([credential.fingerprint, project])
-        deadline = self._clock() + self._timeout
+        claim_seconds = self._timeout + _CLAIM_MARGIN
+        deadline = self._clock() + claim_seconds
         while True:
             now = self._clock()
             found = await asyncio.to_thread(shared.get, key, now)
-            if found is not None and (kept := _decode(*found)) is not None:
-                self._metrics.cache.labels("shared").inc()
-                return kept
-            until = now + self._timeout + _CLAIM_MARGIN
-            if await asyncio.to_thread(shared.claim, key, now, until=until):
+            if found is not None:
+                if (kept := _decode(*found)) is not None:
+                    self._metrics.cache.labels("shared").inc()
+                    return kept
+                break  # an answer this version cannot read: ask, and replace it
+            claim = partial(shared.claim, key, now, until=now + claim_seconds)
+            if await asyncio.to_thread(claim):
                 break
             if now >= deadline:
                 raise _outage()  # the worker that claimed the key never answered
