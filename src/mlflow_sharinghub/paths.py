@@ -57,14 +57,15 @@ def _proxied_path(mlflow_path: str) -> str:
 
 def _check(path: str, workspace: str) -> None:
     for candidate in (path, unquote(path), unquote(unquote(path))):
-        if _is_unsafe(candidate, workspace):
+        if is_unsafe(candidate, workspace):
             raise InvalidArtifactPath(
                 f"Artifact path {path!r} is not allowed: artifact paths are relative "
                 "to the project and may not contain '.', '..' or another workspace."
             )
 
 
-def _is_unsafe(path: str, workspace: str) -> bool:
+def is_unsafe(path: str, workspace: str) -> bool:
+    """Whether relative ``path`` may leave the project or enter another one."""
     if path.startswith("/") or "\\" in path or "\x00" in path:
         return True
     segments = path.split("/")

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 from starlette.types import Message, Receive, Scope
 
 from mlflow_sharinghub.errors import RequestRefused, Unavailable
+from mlflow_sharinghub.paths import is_unsafe
 
 _CREATE = re.compile(r"^/(?:api|ajax-api)/2\.0/mlflow/model-versions/create/?$")
 # MLflow's prompt registry stores these in place of a source (mlflow.prompt.constants).
@@ -92,12 +93,10 @@ async def _check_source(source: str, *, workspace: str, run_exists: RunExists) -
 
 def _inside(path: str, workspace: str) -> bool:
     """Whether ``path`` lies under ``workspaces/<workspace>/`` without climbing out."""
-    if "\\" in path or "\x00" in path:
-        return False
-    segments = path.lstrip("/").split("/")
-    if any(segment in (".", "..") for segment in segments):
-        return False
-    return segments[:2] == ["workspaces", workspace] and len(segments) > 2
+    relative = path.lstrip("/")
+    return relative.startswith(f"workspaces/{workspace}/") and not is_unsafe(
+        relative, workspace
+    )
 
 
 def _decoded(value: str) -> str:
