@@ -11,6 +11,7 @@ import contextvars
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -50,6 +51,18 @@ def scope(
     }
 
 
+@contextmanager
+def bridged(
+    app: Callable[[Environ, StartResponse], Iterable[bytes]], *, threads: int
+) -> Iterator[FlaskBridge]:
+    """A bridge to ``app`` whose threads are gone once the block ends."""
+    bridge = FlaskBridge(app, threads=threads)
+    try:
+        yield bridge
+    finally:
+        bridge.executor.shutdown()
+
+
 def serve(
     app: Callable[[Environ, StartResponse], Iterable[bytes]],
     *,
@@ -71,11 +84,8 @@ def serve(
         if send is not None:
             send(message)
 
-    bridge = FlaskBridge(app, threads=threads)
-    try:
+    with bridged(app, threads=threads) as bridge:
         asyncio.run(bridge(request or scope(), receive, record))
-    finally:
-        bridge.executor.shutdown()
     return sent
 
 
@@ -120,16 +130,12 @@ def test_a_context_variable_set_by_one_request_is_unset_for_the_next() -> None:
         start_response("204 No Content", [])
         return []
 
-    bridge = FlaskBridge(app, threads=1)
-
     async def two_requests() -> None:
         await bridge(scope("/first"), no_body, discard)
         await bridge(scope("/second"), no_body, discard)
 
-    try:
+    with bridged(app, threads=1) as bridge:
         asyncio.run(two_requests())
-    finally:
-        bridge.executor.shutdown()
 
     assert seen == ["unset", "unset"]
 
@@ -143,16 +149,12 @@ def test_the_callers_context_reaches_the_app_and_every_later_chunk() -> None:
             seen.append(request_value.get())
             yield b"x" * wsgi.BUFFERED_BYTES
 
-    bridge = FlaskBridge(app, threads=2)
-
     async def as_project_a() -> None:
         request_value.set("p-a")
         await bridge(scope(), no_body, discard)
 
-    try:
+    with bridged(app, threads=2) as bridge:
         asyncio.run(as_project_a())
-    finally:
-        bridge.executor.shutdown()
 
     assert seen == ["p-a", "p-a", "p-a"]
 
@@ -228,8 +230,6 @@ def test_a_cancelled_request_closes_its_answer_after_the_running_hop() -> None:
         start_response("200 OK", [])
         return Slow(chunks=0)
 
-    bridge = FlaskBridge(app, threads=2)
-
     async def cancelled_midway() -> None:
         serving = asyncio.create_task(bridge(scope(), no_body, discard))
         await asyncio.to_thread(in_second_hop.wait, 10)
@@ -239,10 +239,8 @@ def test_a_cancelled_request_closes_its_answer_after_the_running_hop() -> None:
         with pytest.raises(asyncio.CancelledError):
             await serving
 
-    try:
+    with bridged(app, threads=2) as bridge:
         asyncio.run(cancelled_midway())
-    finally:
-        bridge.executor.shutdown()
 
     assert events == ["second chunk made", "closed"]
 
@@ -255,8 +253,7 @@ def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app() -> None:
         start_response("200 OK", [])
         return []
 
-    bridge = FlaskBridge(app, threads=1)
-    messages = [
+    messages: list[Message] = [
         {"type": "http.request", "body": b'{"partial', "more_body": True},
         {"type": "http.disconnect"},
     ]
@@ -267,10 +264,8 @@ def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app() -> None:
     async def refuse(message: Message) -> None:
         raise AssertionError(f"nothing may be sent, got {message}")
 
-    try:
+    with bridged(app, threads=1) as bridge:
         asyncio.run(bridge(scope(method="POST"), receive, refuse))
-    finally:
-        bridge.executor.shutdown()
 
     assert called == []
 
