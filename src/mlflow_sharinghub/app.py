@@ -55,6 +55,19 @@ def prepare_mlflow_environment(settings: Settings) -> None:
 FILE_CHUNK_BYTES = 1 << 20
 
 
+def block_basic_auth_app() -> None:
+    """Make ``mlflow.server.auth`` unimportable in this worker process.
+
+    MLflow's search-runs handler imports its basic-auth app on every call, to
+    filter by its permissions if it runs. This server never runs that app;
+    without Flask-WTF the import fails after running 500 lines of the module
+    (about 3 ms of every search), and a second thread arriving meanwhile can
+    get the half-made module and answer 500. A ``None`` in ``sys.modules``
+    makes the import fail at once, which the handler already allows for.
+    """
+    sys.modules.setdefault("mlflow.server.auth", None)  # type: ignore[arg-type]
+
+
 def create_app() -> ASGIApp:
     """Build the guarded MLflow application of one worker process."""
     settings = load_settings()
@@ -62,6 +75,7 @@ def create_app() -> ASGIApp:
     prepare_mlflow_environment(settings)
     # Before anything imports prometheus_client: its mode is fixed at import.
     runtime = use_shared_directory()
+    block_basic_auth_app()
 
     from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import app as mlflow_app
