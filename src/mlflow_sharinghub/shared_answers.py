@@ -54,13 +54,16 @@ class SharedAnswers:
     def _forget_other_boots(self, boot: str) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            if self._db.execute("SELECT 1 FROM boot WHERE id = ?", (boot,)).fetchone():
-                return
-            self._db.execute("DELETE FROM answers")
-            self._db.execute("DELETE FROM boot")
-            self._db.execute("INSERT INTO boot (id) VALUES (?)", (boot,))
-        finally:
-            self._db.execute("COMMIT")
+            if not self._db.execute(
+                "SELECT 1 FROM boot WHERE id = ?", (boot,)
+            ).fetchone():
+                self._db.execute("DELETE FROM answers")
+                self._db.execute("DELETE FROM boot")
+                self._db.execute("INSERT INTO boot (id) VALUES (?)", (boot,))
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def get(self, key: str, now: float) -> tuple[Any, float] | None:
         """The answer kept for ``key`` and when it expires, if it is still good."""
