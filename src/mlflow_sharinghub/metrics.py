@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlflow_sharinghub.shared_answers import FILE_NAME as SHARED_ANSWERS
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -43,7 +45,8 @@ def fresh_directory() -> Path:
     if configured := os.environ.get(DIRECTORY_ENV):
         directory = Path(configured)
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in [*directory.glob("*.db"), *directory.glob("*.sqlite3*")]:
+        answers = directory.glob(f"{SHARED_ANSWERS}*")  # with its WAL files
+        for stale in [*directory.glob("*.db"), *answers]:
             stale.unlink()
     else:
         directory = Path(tempfile.mkdtemp(prefix=_PREFIX))
