@@ -105,12 +105,12 @@ class FlaskBridge:
         environ = build_environ(scope, body)
         context = contextvars.copy_context()
         answer = _Answer()
-        hops: list[Future[Any]] = []
+        last_hop: Future[Any] | None = None
 
         async def in_thread(function: Callable[[], _T]) -> _T:
-            hop = self.executor.submit(context.run, function)
-            hops[:] = [hop]
-            return await asyncio.wrap_future(hop)
+            nonlocal last_hop
+            last_hop = self.executor.submit(context.run, function)
+            return await asyncio.wrap_future(last_hop)
 
         def start() -> bool:
             answer.iterable = self.app(environ, answer.start_response)
@@ -136,8 +136,8 @@ class FlaskBridge:
         finally:
             # A hop cut short by cancellation still runs in its thread, in the
             # context; it must end before the answer is closed there.
-            if hops and not hops[0].done():
-                await asyncio.wait([asyncio.wrap_future(hops[0])])
+            if last_hop is not None and not last_hop.done():
+                await asyncio.wait([asyncio.wrap_future(last_hop)])
             if answer.iterable is not None:
                 await in_thread(answer.close)
 
