@@ -243,6 +243,45 @@ class TestBrowsers:
 
         assert_mlflow_error(response, 403, "PERMISSION_DENIED")
 
+    def test_api_answers_carry_mlflow_security_headers(self, server: Server) -> None:
+        response = httpx.post(
+            server.uri(FLOOD) + SEARCH, json=QUERY, headers=bearer("dev-a")
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+    def test_writes_from_a_foreign_origin_are_refused(self, server: Server) -> None:
+        name = unique("cross-origin")
+        foreign = {"Origin": "https://evil.example.com"}
+
+        response = httpx.post(
+            server.uri(FLOOD) + CREATE,
+            json={"name": name},
+            headers=bearer("dev-a") | foreign,
+        )
+
+        assert_mlflow_error(response, 403, "PERMISSION_DENIED")
+        lookup = httpx.get(
+            server.uri(FLOOD) + "api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": name},
+            headers=bearer("dev-a"),
+        )
+        assert_mlflow_error(lookup, 404, "RESOURCE_DOES_NOT_EXIST")
+
+    def test_preflight_from_the_servers_own_origin_is_answered(
+        self, server: Server
+    ) -> None:
+        origin = server.url
+        response = httpx.options(
+            server.uri(FLOOD) + CREATE,
+            headers=bearer("dev-a")
+            | {"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+
+        assert response.status_code in (200, 204), response.text
+        assert response.headers["access-control-allow-origin"] == origin
+
     def test_ui_may_be_framed_by_sharinghub_only(
         self, server: Server, standin: Standin
     ) -> None:

@@ -16,9 +16,7 @@ import sys
 from functools import cache
 
 import anyio.to_thread
-from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 from mlflow_sharinghub.json_errors import answer_mlflow_errors_as_json
@@ -79,7 +77,6 @@ def create_app() -> ASGIApp:
 
     from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import app as mlflow_app
-    from mlflow.server.fastapi_security import init_fastapi_security
     from mlflow.tracking._workspace.registry import get_workspace_store
 
     from mlflow_sharinghub.middleware import SharingHubMiddleware
@@ -90,10 +87,6 @@ def create_app() -> ASGIApp:
 
     answer_mlflow_errors_as_json(flask_app)
     FileResponse.chunk_size = FILE_CHUNK_BYTES
-    # MLflow's Flask routes without FastAPI's routing and middlewares, but
-    # behind the same security middlewares MLflow puts in front of them.
-    flask_lane = Starlette(routes=[Mount("/", app=FlaskBridge(flask_app))])
-    init_fastapi_security(flask_lane)  # type: ignore[arg-type]
     metrics = Metrics()
     sharinghub = SharingHubClient(
         settings.sharinghub_url,
@@ -134,6 +127,9 @@ def create_app() -> ASGIApp:
         workspaces=workspaces,
         readiness=readiness,
         metrics=metrics,
-        flask=flask_lane,
+        # MLflow's Flask app checks hosts and origins and sets its security
+        # headers itself, as under gunicorn; FastAPI's copies of those checks
+        # stay on FastAPI's own routes only.
+        flask=FlaskBridge(flask_app),
         native_prefixes=native_route_prefixes(mlflow_app),
     )
