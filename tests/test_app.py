@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
-def run_python(code: str) -> str:
+def run_python(code: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=os.environ | (env or {}),
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -44,3 +47,23 @@ def test_search_runs_no_longer_runs_the_basic_auth_module_each_time() -> None:
     assert after == (
         "ModuleNotFoundError: import of mlflow.server.auth halted; None in sys.modules"
     )
+
+
+def test_a_worker_keeps_its_lasting_objects_out_of_collections(
+    tmp_path: Path,
+) -> None:
+    out = run_python(
+        """
+        import gc
+        from mlflow_sharinghub.app import create_app
+
+        create_app()
+        print(gc.get_freeze_count(), len(gc.get_objects()))
+        """,
+        # Nothing is asked of SharingHub while the app is built.
+        env={"SHARINGHUB_URL": "http://127.0.0.1:9", "MLFLOW_DATA_DIR": str(tmp_path)},
+    )
+    frozen, tracked = (int(count) for count in out.split())
+
+    assert frozen > 100_000
+    assert tracked < frozen // 10

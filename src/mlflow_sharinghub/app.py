@@ -10,6 +10,7 @@ that environment when it is imported.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -120,7 +121,7 @@ def create_app() -> ASGIApp:
     logger.debug(
         "Worker %d serving SharingHub %s", os.getpid(), settings.sharinghub_url
     )
-    return SharingHubMiddleware(
+    guard = SharingHubMiddleware(
         mlflow_app,
         settings=settings,
         sharinghub=sharinghub,
@@ -133,3 +134,9 @@ def create_app() -> ASGIApp:
         flask=FlaskBridge(flask_app),
         native_prefixes=native_route_prefixes(mlflow_app),
     )
+    # MLflow's modules leave over 300,000 objects that live as long as the
+    # worker. Out of the collector's sight, a full collection no longer walks
+    # them all: 100 to 250 ms measured, each time stalling every request in
+    # flight in the worker.
+    gc.freeze()
+    return guard
