@@ -270,3 +270,28 @@ def test_tokens_never_reach_the_log_or_the_metrics(
 
     assert token not in log_text(audited)
     assert token not in scrape(audited)
+
+
+def test_the_access_log_follows_the_log_level(
+    audited: Server, standin: Standin, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """At INFO a request leaves its access line; at WARNING neither it nor ours."""
+    token = fresh_token(standin, {42: 3})
+    quiet = Server(
+        tmp_path_factory.mktemp("quiet-server"), standin, LOG_LEVEL="WARNING"
+    )
+    with running(quiet):
+        for server in (audited, quiet):
+            written = httpx.post(
+                server.uri(FLOOD) + CREATE,
+                json={"name": unique("logged")},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert written.status_code == 200, written.text
+        quiet_log = log_text(quiet)
+
+    access_line = re.compile(rf'INFO: .*"POST /{FLOOD}/tracking/{CREATE} ')
+    assert access_line.search(log_text(audited))
+    assert audit_lines(audited, CREATE)
+    assert not access_line.search(quiet_log)
+    assert "INFO:mlflow_sharinghub" not in quiet_log

@@ -30,7 +30,11 @@ WORKSPACE_STORE_URI = "sharinghub://"
 
 
 def configure_logging(level: str) -> None:
-    """Send this package's log lines to stderr as ``LEVEL:logger:message``."""
+    """Send this package's log lines to stderr as ``LEVEL:logger:message``.
+
+    uvicorn's access log, a line per request at INFO, follows the same level.
+    """
+    logging.getLogger("uvicorn.access").setLevel(level)
     package_logger = logging.getLogger("mlflow_sharinghub")
     package_logger.setLevel(level)
     if not package_logger.handlers:

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import partial
+from functools import cached_property, partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from time import monotonic
@@ -58,7 +58,7 @@ class Credential:
     kind: CredentialKind
     secret: str = field(default="", repr=False)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A short, stable, non-reversible name for logs and cache keys."""
         if self.kind is CredentialKind.ANONYMOUS:
