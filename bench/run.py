@@ -13,8 +13,9 @@ Starts, on loopback, with the same MLflow, SQLite store and worker count:
 
 Each operation runs with 1 and 8 client threads on every server in turn, in
 alternating rounds, so that drift of a shared machine hits all alike. Prints
-throughput, p50 and p99 per server, the ratio sharinghub / plain, start time,
-memory after the load, and the stand-in's calls per (token, project).
+throughput, p50 and p99 per server, the ratio sharinghub / plain (and the
+lowest and highest of the rounds' ratios to the fastest), start time, memory
+after the load, and the stand-in's calls per (token, project).
 
 Run: ``.venv/bin/python bench/run.py`` (``--help`` for the options).
 """
@@ -210,6 +211,17 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
+def round_spread(ours: list[float], theirs: list[float]) -> str:
+    """The lowest and highest ratio of one round to the same round of the other.
+
+    Rounds alternate between the servers, so round ``i`` of each ran at
+    nearly the same time: the spread shows how far the machine's drift moves
+    a ratio.
+    """
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def report_calls(calls: list[dict[str, Any]]) -> None:
     """The stand-in's calls per (credential, project), and the most in one TTL."""
     times: dict[tuple[str, str], list[float]] = {}
@@ -320,6 +332,7 @@ def report(
     args: argparse.Namespace,
 ) -> None:
     results: dict[tuple[str, int, str], tuple[int, float, list[float]]] = {}
+    round_rates: dict[tuple[str, int, str], list[float]] = {}
     operations = {name: OPERATIONS[name] for name in args.operations.split(",")}
     for op_name, operation in operations.items():
         for threads in thread_counts:
@@ -336,9 +349,14 @@ def report(
                         before[1] + wall,
                         before[2] + latencies,
                     )
+                    round_rates.setdefault(key, []).append(len(latencies) / wall)
 
     columns = ("req/s", "p50 ms", "p99 ms", "fail", "vs plain", "vs fast")
-    print(f"{'operation':26} {'thr':>3} {'server':15}", *(f"{c:>8}" for c in columns))
+    print(
+        f"{'operation':26} {'thr':>3} {'server':15}",
+        *(f"{c:>8}" for c in columns),
+        "  rounds vs fast",
+    )
     for op_name in operations:
         for threads in thread_counts:
             rates = {}
@@ -348,16 +366,21 @@ def report(
             for target in targets:
                 failures, wall, latencies = results[(op_name, threads, target.name)]
                 rate = rates[target.name]
-                ratios = ("", "")
+                ratios, spread = ("", ""), ""
                 if target.name == "sharinghub":
                     ratios = (
                         f"{rate / rates['plain']:.2f}",
                         f"{rate / rates['plain-gunicorn']:.2f}",
                     )
+                    spread = round_spread(
+                        round_rates[(op_name, threads, target.name)],
+                        round_rates[(op_name, threads, "plain-gunicorn")],
+                    )
                 p50, p99 = (percentile(latencies, q) * 1000 for q in (50, 99))
                 print(
                     f"{op_name:26} {threads:>3} {target.name:15} {rate:8.1f} "
                     f"{p50:8.1f} {p99:8.1f} {failures:8d} {ratios[0]:>8} {ratios[1]:>8}"
+                    f"  {spread}"
                 )
     print("\nserver           start s   memory MiB after load")
     for target in targets:
