@@ -194,6 +194,25 @@ class TestProjects:
 
         assert_mlflow_error(response, 404, "ENDPOINT_NOT_FOUND")
 
+    def test_a_route_mlflow_serves_under_another_spelling_is_a_json_404(
+        self, server: Server
+    ) -> None:
+        """The policy knows it under /api/ too; MLflow only under /ajax-api/."""
+        route = "experiments/search-datasets"
+        served = httpx.post(
+            server.uri(FLOOD) + f"ajax-api/2.0/mlflow/{route}",
+            json={"experiment_ids": ["0"]},
+            headers=bearer("dev-a"),
+        )
+        unserved = httpx.post(
+            server.uri(FLOOD) + f"api/2.0/mlflow/{route}",
+            json={"experiment_ids": ["0"]},
+            headers=bearer("dev-a"),
+        )
+
+        assert served.headers["content-type"].startswith("application/json")
+        assert_mlflow_error(unserved, 404, "ENDPOINT_NOT_FOUND")
+
     def test_root_api_explains_the_tracking_uris(self, server: Server) -> None:
         response = httpx.post(
             f"{server.url}/{SEARCH}", json=QUERY, headers=bearer("dev-a")

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask
 from flask import Response as FlaskResponse
+from werkzeug.exceptions import HTTPException
 
 from mlflow_sharinghub.errors import error_body
 
@@ -34,7 +35,6 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
     from botocore.exceptions import ClientError
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import OperationalError
-    from werkzeug.exceptions import HTTPException
 
     def mlflow_error(error: Any) -> FlaskResponse:  # MLflow's exceptions are untyped
         # MLflow's log_batch wraps a failed inner rollback as an internal error.
@@ -65,7 +65,7 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
 
     def unexpected(error: Exception) -> FlaskResponse | HTTPException:
         if isinstance(error, HTTPException):
-            return error
+            return _http_error(error)
         if _body_is_not_an_object():
             # Some MLflow handlers use the body before validating it (runs/log-batch
             # measures it, experiments/create calls .get on it, a JSON string is
@@ -83,6 +83,34 @@ def answer_mlflow_errors_as_json(flask_app: Flask) -> None:
     flask_app.register_error_handler(OperationalError, database_gone)
     flask_app.register_error_handler(Exception, unexpected)
 
+
+def _http_error(error: HTTPException) -> FlaskResponse | HTTPException:
+    """Flask's own refusals (no such route, wrong method) in MLflow's format.
+
+    The guard lets through only routes its policy knows, but some of those
+    MLflow serves under one spelling of ``/api/`` and ``/ajax-api/`` only.
+    Redirects of Flask's routing stay as they are.
+    """
+    status = error.code or 500
+    if status < 400:
+        return error
+    code = _HTTP_ERROR_CODES.get(
+        status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+    )
+    allow = [(k, v) for k, v in error.get_headers() if k.lower() == "allow"]
+    return FlaskResponse(
+        error_body(code, error.description or error.name),
+        status=status,
+        headers=allow,  # a 405 still says which methods the route takes
+        mimetype="application/json",
+    )
+
+
+_HTTP_ERROR_CODES = {
+    404: "ENDPOINT_NOT_FOUND",
+    405: "ENDPOINT_NOT_FOUND",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
 
 _STORE_ERROR_CODES = {
     400: "INVALID_PARAMETER_VALUE",
