@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Flask
@@ -97,13 +98,9 @@ def _http_error(error: HTTPException) -> FlaskResponse | HTTPException:
     code = _HTTP_ERROR_CODES.get(
         status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
     )
+    # A 405 still says which methods the route takes.
     allow = [(k, v) for k, v in error.get_headers() if k.lower() == "allow"]
-    return FlaskResponse(
-        error_body(code, error.description or error.name),
-        status=status,
-        headers=allow,  # a 405 still says which methods the route takes
-        mimetype="application/json",
-    )
+    return _json_error(status, code, error.description or error.name, allow)
 
 
 _HTTP_ERROR_CODES = {
@@ -136,7 +133,12 @@ def _body_is_not_an_object() -> bool:
     return not isinstance(body, dict)
 
 
-def _json_error(status: int, code: str, message: str) -> FlaskResponse:
+def _json_error(
+    status: int, code: str, message: str, headers: Sequence[tuple[str, str]] = ()
+) -> FlaskResponse:
     return FlaskResponse(
-        error_body(code, message), status=status, mimetype="application/json"
+        error_body(code, message),
+        status=status,
+        headers=headers,
+        mimetype="application/json",
     )
