@@ -97,6 +97,8 @@ def test_artifacts_and_models_go_through_the_server_to_s3(
     notes = tmp_path / "notes.txt"
     notes.write_text("flood extent")
     model = unique("model")
+    # Other tests share the bucket; every key this one makes must be project A's.
+    before = set(s3.keys(bucket_of(server)))
     with as_user(server.uri(FLOOD), "dev-a") as client:
         experiment_id = client.create_experiment(unique("s3"))
         with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -109,7 +111,7 @@ def test_artifacts_and_models_go_through_the_server_to_s3(
         prediction = loaded.predict(pd.DataFrame({"x": [1, 2]}))
     run_id = run.info.run_id
 
-    keys = s3.keys(bucket_of(server))
+    keys = set(s3.keys(bucket_of(server))) - before
     assert prediction["x"].tolist() == [2, 4]
     notes_key = next(
         k for k in keys if k.endswith(f"{run_id}/artifacts/reports/notes.txt")
