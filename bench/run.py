@@ -13,9 +13,10 @@ Starts, on loopback, with the same MLflow, SQLite store and worker count:
 
 Each operation runs with 1 and 8 client threads on every server in turn, in
 alternating rounds, so that drift of a shared machine hits all alike. Prints
-throughput, p50 and p99 per server, the ratio sharinghub / plain (and the
-lowest and highest of the rounds' ratios to the fastest), start time, memory
-after the load, and the stand-in's calls per (token, project).
+throughput, p50 and p99 per server, the ratio sharinghub / plain (and, to
+the fastest, the mean of the rounds' ratios with twice its standard error),
+start time, memory after the load, and the stand-in's calls per (token,
+project).
 
 Run: ``.venv/bin/python bench/run.py`` (``--help`` for the options).
 """
@@ -211,15 +212,17 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
-def round_spread(ours: list[float], theirs: list[float]) -> str:
-    """The lowest and highest ratio of one round to the same round of the other.
+def round_ratio(ours: list[float], theirs: list[float]) -> str:
+    """The mean ratio of one round to the same round of the other, ± 2 SE.
 
     Rounds alternate between the servers, so round ``i`` of each ran at
-    nearly the same time: the spread shows how far the machine's drift moves
-    a ratio.
+    nearly the same time. A ratio of single rounds moves by about ±10% on a
+    shared machine; twice the standard error of their mean tells a gap from
+    that noise.
     """
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
-    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+    error = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0
+    return f"{statistics.mean(ratios):.2f} ±{error:.2f}"
 
 
 def report_calls(calls: list[dict[str, Any]]) -> None:
@@ -236,9 +239,10 @@ def report_calls(calls: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # Short rounds, many of them: a shared machine's drift then falls on
-    # every server alike.
-    parser.add_argument("--seconds", type=float, default=2, help="per round")
-    parser.add_argument("--rounds", type=int, default=4)
+    # every server alike. For the same time in all, rounds of 1 s gave here
+    # half the standard error of rounds of 2 s.
+    parser.add_argument("--seconds", type=float, default=1, help="per round")
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--threads", default="1,8")
@@ -366,13 +370,13 @@ def report(
             for target in targets:
                 failures, wall, latencies = results[(op_name, threads, target.name)]
                 rate = rates[target.name]
-                ratios, spread = ("", ""), ""
+                ratios, by_round = ("", ""), ""
                 if target.name == "sharinghub":
                     ratios = (
                         f"{rate / rates['plain']:.2f}",
                         f"{rate / rates['plain-gunicorn']:.2f}",
                     )
-                    spread = round_spread(
+                    by_round = round_ratio(
                         round_rates[(op_name, threads, target.name)],
                         round_rates[(op_name, threads, "plain-gunicorn")],
                     )
@@ -380,7 +384,7 @@ def report(
                 print(
                     f"{op_name:26} {threads:>3} {target.name:15} {rate:8.1f} "
                     f"{p50:8.1f} {p99:8.1f} {failures:8d} {ratios[0]:>8} {ratios[1]:>8}"
-                    f"  {spread}"
+                    f"  {by_round}"
                 )
     print("\nserver           start s   memory MiB after load")
     for target in targets:
