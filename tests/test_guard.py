@@ -228,6 +228,16 @@ class TestProjects:
         assert "text/html" in response.headers["content-type"]
         assert "/tracking/" in response.text
 
+    def test_mlflows_version_and_ui_files_answer_outside_projects(
+        self, server: Server
+    ) -> None:
+        version = httpx.get(server.url + "/version")
+        favicon = httpx.get(server.url + "/static-files/favicon.ico")
+
+        assert (version.status_code, version.text) == (200, mlflow.__version__)
+        assert favicon.status_code == 200
+        assert favicon.headers["content-type"].startswith("image/")
+
 
 class TestBrowsers:
     def test_browser_without_session_goes_to_sharinghub_login(

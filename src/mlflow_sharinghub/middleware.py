@@ -361,8 +361,11 @@ class SharingHubMiddleware:
         inner["headers"] = headers
         rewrite = rewrite_for(scope["method"], route.mlflow_path)
         sender = framed_sender(send, self.frame_policy, rewrite)
-        native = route.mlflow_path.startswith(self.native_prefixes)
-        await (self.app if native else self.flask)(inner, receive, sender)
+        await self._mlflow_for(route.mlflow_path)(inner, receive, sender)
+
+    def _mlflow_for(self, path: str) -> ASGIApp:
+        """FastAPI's own routes go through MLflow's FastAPI app; Flask's, straight."""
+        return self.app if path.startswith(self.native_prefixes) else self.flask
 
     async def _outside_projects(
         self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
@@ -381,7 +384,7 @@ class SharingHubMiddleware:
             await response(scope, receive, send)
             return
         if path in ("/version",) or path.startswith("/static-files/"):
-            await self.app(scope, receive, send)
+            await self._mlflow_for(path)(scope, receive, send)
             return
         raise EndpointNotFound(
             "This server has one MLflow per SharingHub project: use the project's "
