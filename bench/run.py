@@ -15,8 +15,8 @@ Each operation runs with 1 and 8 client threads on every server in turn, in
 alternating rounds, so that drift of a shared machine hits all alike. Prints
 throughput, p50 and p99 per server, the ratio sharinghub / plain (and, to
 the fastest, the mean of the rounds' ratios with twice its standard error),
-start time, memory after the load, and the stand-in's calls per (token,
-project).
+the start time of each server started alone, memory after the load, and the
+stand-in's calls per (token, project).
 
 Run: ``.venv/bin/python bench/run.py`` (``--help`` for the options).
 """
