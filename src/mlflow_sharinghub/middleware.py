@@ -83,6 +83,17 @@ _CONDITIONAL = frozenset(
 _LOGIN_HINT = "Set MLFLOW_TRACKING_TOKEN to a GitLab token (or log in to SharingHub)."
 
 Readiness = Callable[[], Awaitable[Response]]
+# The request's credential, or why it has no usable one: the refusal that a
+# route needing a credential raises.
+Caller = Credential | Unauthenticated
+
+
+def _audit_name(caller: Caller, headers: dict[bytes, bytes]) -> str:
+    """Who the audit log names: the credential's fingerprint, never the secret."""
+    if isinstance(caller, Credential):
+        return caller.fingerprint
+    # No usable credential: none at all, or not a Bearer token.
+    return "anonymous" if b"authorization" not in headers else "malformed"
 
 
 class SharingHubMiddleware:
@@ -122,12 +133,13 @@ class SharingHubMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         headers = dict(scope["headers"])
+        caller = self._caller(headers)
         decision = audit.Decision(
-            scope["method"], scope["path"], caller=self._caller(headers)
+            scope["method"], scope["path"], caller=_audit_name(caller, headers)
         )
         entered = audit.current.set(decision)
         try:
-            await self._handle(scope, headers, receive, send)
+            await self._handle(scope, headers, caller, receive, send)
         except RequestRefused as refusal:
             audit.refused(self.metrics, refusal)
             await self._refuse(scope, headers, refusal, receive, send)
@@ -137,7 +149,12 @@ class SharingHubMiddleware:
             audit.current.reset(entered)
 
     async def _handle(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        caller: Caller,
+        receive: Receive,
+        send: Send,
     ) -> None:
         path: str = scope["path"]
         # Probes come from the kubelet, with the pod's address as Host.
@@ -157,11 +174,11 @@ class SharingHubMiddleware:
             await RedirectResponse(location, status_code=308)(scope, receive, send)
             return
         if route.mlflow_path.startswith(OWN_ROOT):
-            await self._own_route(scope, headers, route, receive, send)
+            await self._own_route(scope, headers, caller, route, receive, send)
             return
         answer = ui_answer(scope["method"], route.mlflow_path, scope["query_string"])
         if answer is not None:
-            await self._authorize(headers, route, Action.READ)
+            await self._authorize(caller, route, Action.READ)
             await JSONResponse(answer)(scope, receive, send)
             return
 
@@ -177,7 +194,7 @@ class SharingHubMiddleware:
                 raise EndpointNotFound(f"No such MLflow endpoint: {route.mlflow_path}")
             raise PermissionDenied(f"Refused: {rule.reason}.")
 
-        _, access, _ = await self._authorize(headers, route, rule.action)
+        _, access, _ = await self._authorize(caller, route, rule.action)
         check_artifact_paths(scope, route.mlflow_path, workspace_name(access.id))
 
         workspace = workspace_name(access.id)
@@ -216,10 +233,12 @@ class SharingHubMiddleware:
         return await checked_body(receive, workspace=workspace, run_exists=run_exists)
 
     async def _authorize(
-        self, headers: dict[bytes, bytes], route: ProjectRoute, action: Action
+        self, caller: Caller, route: ProjectRoute, action: Action
     ) -> tuple[Credential, ProjectAccess, int]:
         """The caller, the project and the level they act with; raises if refused."""
-        credential = self._credential(headers)
+        if isinstance(caller, Unauthenticated):
+            raise caller
+        credential = caller
         audit.note(action=action.value)
         access = await self._project_access(credential, route)
         audit.note(project=str(access.id))
@@ -235,6 +254,7 @@ class SharingHubMiddleware:
         self,
         scope: Scope,
         headers: dict[bytes, bytes],
+        caller: Caller,
         route: ProjectRoute,
         receive: Receive,
         send: Send,
@@ -245,7 +265,7 @@ class SharingHubMiddleware:
         security = {"Content-Security-Policy": self.frame_policy.decode()}
         if route.mlflow_path == CONTEXT_PATH:
             credential, access, level = await self._authorize(
-                headers, route, Action.READ
+                caller, route, Action.READ
             )
             base = self.proxies.external_base(scope, headers)
             context = project_context(
@@ -282,13 +302,12 @@ class SharingHubMiddleware:
                 f"Requests from origin {origin!r} may not change data."
             )
 
-    def _caller(self, headers: dict[bytes, bytes]) -> str:
-        """Who the audit log names: the credential's fingerprint, never raises."""
+    def _caller(self, headers: dict[bytes, bytes]) -> Caller:
+        """The request's credential, read once; never raises."""
         try:
-            return self._credential(headers).fingerprint
-        except Unauthenticated:
-            # No usable credential: none at all, or not a Bearer token.
-            return "anonymous" if b"authorization" not in headers else "malformed"
+            return self._credential(headers)
+        except Unauthenticated as refusal:
+            return refusal
 
     def _credential(self, headers: dict[bytes, bytes]) -> Credential:
         authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
