@@ -67,3 +67,51 @@ def test_a_worker_keeps_its_lasting_objects_out_of_collections(
 
     assert frozen > 100_000
     assert tracked < frozen // 10
+
+
+def test_mlflows_handlers_leave_the_loop_unless_every_store_is_local(
+    tmp_path: Path,
+) -> None:
+    sqlite, postgres = f"sqlite:///{tmp_path}/mlflow.db", "postgresql://db/mlflow"
+    cases = {
+        "sqlite and a directory": {"backend": sqlite, "artifacts": str(tmp_path)},
+        "sqlite and a file URI": {"backend": sqlite, "artifacts": f"file://{tmp_path}"},
+        "postgresql": {"backend": postgres, "artifacts": str(tmp_path)},
+        "s3": {"backend": sqlite, "artifacts": "s3://bucket"},
+        "no artifacts named": {"backend": sqlite},
+        "no store named": {"artifacts": str(tmp_path)},
+        "registry elsewhere": {
+            "backend": sqlite,
+            "artifacts": str(tmp_path),
+            "registry": postgres,
+        },
+    }
+    out = run_python(
+        f"""
+        import os
+        from mlflow.server import constants
+        from mlflow_sharinghub.app import stores_on_this_machine
+
+        names = {{
+            "backend": constants.BACKEND_STORE_URI_ENV_VAR,
+            "artifacts": constants.ARTIFACTS_DESTINATION_ENV_VAR,
+            "registry": constants.REGISTRY_STORE_URI_ENV_VAR,
+        }}
+        for case, stores in {cases!r}.items():
+            for name in names.values():
+                os.environ.pop(name, None)
+            for store, uri in stores.items():
+                os.environ[names[store]] = uri
+            print(case, "->", stores_on_this_machine())
+        """
+    )
+
+    assert out.splitlines() == [
+        "sqlite and a directory -> True",
+        "sqlite and a file URI -> True",
+        "postgresql -> False",
+        "s3 -> False",
+        "no artifacts named -> False",
+        "no store named -> False",
+        "registry elsewhere -> False",
+    ]

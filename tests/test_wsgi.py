@@ -1,7 +1,8 @@
 """The short way to MLflow's Flask routes: ``FlaskBridge`` and the route split.
 
-The bridge is driven in-process with plain ASGI messages and real worker
-threads; the whole server is driven through it by every other test module.
+The bridge is driven in-process with plain ASGI messages, on the event loop
+and in real worker threads; the whole server is driven through it by every
+other test module.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import contextvars
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,12 +52,21 @@ def scope(
     }
 
 
+@pytest.fixture(params=[False, True], ids=["in-threads", "on-loop"])
+def on_loop(request: pytest.FixtureRequest) -> bool:
+    """Both ways of running the app, for what must hold in either."""
+    return bool(request.param)
+
+
 @contextmanager
 def bridged(
-    app: Callable[[Environ, StartResponse], Iterable[bytes]], *, threads: int
+    app: Callable[[Environ, StartResponse], Iterable[bytes]],
+    *,
+    threads: int,
+    on_loop: bool = False,
 ) -> Iterator[FlaskBridge]:
     """A bridge to ``app`` whose threads are gone once the block ends."""
-    bridge = FlaskBridge(app, threads=threads)
+    bridge = FlaskBridge(app, threads=threads, on_loop=on_loop)
     try:
         yield bridge
     finally:
@@ -70,6 +80,7 @@ def serve(
     threads: int = 4,
     request: dict[str, Any] | None = None,
     send: Callable[[Message], Any] | None = None,
+    on_loop: bool = False,
 ) -> list[Message]:
     """The messages the bridge sends for one request to ``app``."""
     sent: list[Message] = []
@@ -84,7 +95,7 @@ def serve(
         if send is not None:
             send(message)
 
-    with bridged(app, threads=threads) as bridge:
+    with bridged(app, threads=threads, on_loop=on_loop) as bridge:
         asyncio.run(bridge(request or scope(), receive, record))
     return sent
 
@@ -102,12 +113,12 @@ def body_of(sent: list[Message]) -> bytes:
     return b"".join(m.get("body", b"") for m in bodies)
 
 
-def test_a_short_answer_is_one_start_and_one_body() -> None:
+def test_a_short_answer_is_one_start_and_one_body(on_loop: bool) -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [b'{"run":', b' "r1"}']
 
-    sent = serve(app)
+    sent = serve(app, on_loop=on_loop)
 
     assert sent == [
         {
@@ -119,7 +130,9 @@ def test_a_short_answer_is_one_start_and_one_body() -> None:
     ]
 
 
-def test_a_context_variable_set_by_one_request_is_unset_for_the_next() -> None:
+def test_a_context_variable_set_by_one_request_is_unset_for_the_next(
+    on_loop: bool,
+) -> None:
     # One thread serves both requests, so a value kept in the thread's own
     # context would reach the second request.
     seen: list[str] = []
@@ -134,13 +147,15 @@ def test_a_context_variable_set_by_one_request_is_unset_for_the_next() -> None:
         await bridge(scope("/first"), no_body, discard)
         await bridge(scope("/second"), no_body, discard)
 
-    with bridged(app, threads=1) as bridge:
+    with bridged(app, threads=1, on_loop=on_loop) as bridge:
         asyncio.run(two_requests())
 
     assert seen == ["unset", "unset"]
 
 
-def test_the_callers_context_reaches_the_app_and_every_later_chunk() -> None:
+def test_the_callers_context_reaches_the_app_and_every_later_chunk(
+    on_loop: bool,
+) -> None:
     seen: list[str] = []
 
     def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
@@ -153,7 +168,7 @@ def test_the_callers_context_reaches_the_app_and_every_later_chunk() -> None:
         request_value.set("p-a")
         await bridge(scope(), no_body, discard)
 
-    with bridged(app, threads=2) as bridge:
+    with bridged(app, threads=2, on_loop=on_loop) as bridge:
         asyncio.run(as_project_a())
 
     assert seen == ["p-a", "p-a", "p-a"]
@@ -174,7 +189,7 @@ class Tracked:
         self.closed_in.append(request_value.get())
 
 
-def test_a_long_answer_streams_in_pieces_and_closes_once() -> None:
+def test_a_long_answer_streams_in_pieces_and_closes_once(on_loop: bool) -> None:
     answer = Tracked(chunks=5)
 
     def app(environ: Environ, start_response: StartResponse) -> Tracked:
@@ -183,7 +198,7 @@ def test_a_long_answer_streams_in_pieces_and_closes_once() -> None:
         start_response("200 OK", [("Content-Length", str(length))])
         return answer
 
-    sent = serve(app)
+    sent = serve(app, on_loop=on_loop)
 
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     assert len(bodies) == 3  # 1 MiB, 1 MiB, then the last half and the end
@@ -194,7 +209,7 @@ def test_a_long_answer_streams_in_pieces_and_closes_once() -> None:
     assert answer.closed_in == ["serving"]
 
 
-def test_an_answer_is_closed_when_the_client_hangs_up() -> None:
+def test_an_answer_is_closed_when_the_client_hangs_up(on_loop: bool) -> None:
     answer = Tracked(chunks=6)
 
     def app(environ: Environ, start_response: StartResponse) -> Tracked:
@@ -206,7 +221,7 @@ def test_an_answer_is_closed_when_the_client_hangs_up() -> None:
             raise OSError("client went away")
 
     with pytest.raises(OSError, match="client went away"):
-        serve(app, send=hang_up)
+        serve(app, send=hang_up, on_loop=on_loop)
 
     assert len(answer.closed_in) == 1
 
@@ -245,7 +260,9 @@ def test_a_cancelled_request_closes_its_answer_after_the_running_hop() -> None:
     assert events == ["second chunk made", "closed"]
 
 
-def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app() -> None:
+def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app(
+    on_loop: bool,
+) -> None:
     called: list[bool] = []
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
@@ -264,39 +281,77 @@ def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app() -> None:
     async def refuse(message: Message) -> None:
         raise AssertionError(f"nothing may be sent, got {message}")
 
-    with bridged(app, threads=1) as bridge:
+    with bridged(app, threads=1, on_loop=on_loop) as bridge:
         asyncio.run(bridge(scope(method="POST"), receive, refuse))
 
     assert called == []
 
 
-def test_the_body_arrives_whole_and_the_write_callable_is_kept() -> None:
+def test_the_body_arrives_whole_and_the_write_callable_is_kept(on_loop: bool) -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         write = start_response("200 OK", [])
         write(b"echo:")
         return [environ["wsgi.input"].read()]
 
-    sent = serve(app, body=[b'{"key": ', b'"loss", ', b'"value": 1}'])
+    sent = serve(app, body=[b'{"key": ', b'"loss", ', b'"value": 1}'], on_loop=on_loop)
 
     assert body_of(sent) == b'echo:{"key": "loss", "value": 1}'
 
 
-def test_an_app_that_fails_before_answering_raises_and_sends_nothing() -> None:
+def test_an_app_that_fails_before_answering_raises_and_sends_nothing(
+    on_loop: bool,
+) -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         raise LookupError("store is gone")
 
     sent: list[Message] = []
     with pytest.raises(LookupError, match="store is gone"):
-        serve(app, send=sent.append)
+        serve(app, send=sent.append, on_loop=on_loop)
     assert sent == []
 
 
-def test_an_app_that_never_starts_its_answer_is_an_error() -> None:
+def test_an_app_that_never_starts_its_answer_is_an_error(on_loop: bool) -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         return [b"no status"]
 
     with pytest.raises(RuntimeError, match="without a status"):
-        serve(app)
+        serve(app, on_loop=on_loop)
+
+
+def thread_of_each_request(bodies: list[bytes], *, on_loop: bool) -> list[bool]:
+    """For each request body in turn, whether the app ran on the loop's thread."""
+    on_loops_thread: list[bool] = []
+    loops_thread: list[int] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        on_loops_thread.append(threading.get_ident() in loops_thread)
+        start_response("204 No Content", [])
+        return []
+
+    def whole(body: bytes) -> Callable[[], Awaitable[Message]]:
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return receive
+
+    async def requests() -> None:
+        loops_thread.append(threading.get_ident())
+        for body in bodies:
+            await bridge(scope(method="POST"), whole(body), discard)
+
+    with bridged(app, threads=2, on_loop=on_loop) as bridge:
+        asyncio.run(requests())
+    return on_loops_thread
+
+
+def test_with_local_stores_only_a_large_upload_leaves_the_loop() -> None:
+    bodies = [b"", b"x" * wsgi.BUFFERED_BYTES, b"x" * (wsgi.BUFFERED_BYTES + 1)]
+
+    assert thread_of_each_request(bodies, on_loop=True) == [True, True, False]
+
+
+def test_with_a_store_across_the_network_every_request_takes_a_thread() -> None:
+    assert thread_of_each_request([b"", b"{}"], on_loop=False) == [False, False]
 
 
 def test_the_environ_follows_pep_3333() -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from functools import cache
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp
 from mlflow_sharinghub.json_errors import answer_mlflow_errors_as_json
 from mlflow_sharinghub.metrics import Metrics, use_shared_directory
 from mlflow_sharinghub.settings import Settings, load_settings
+from mlflow_sharinghub.sqlite import database_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,32 @@ def block_basic_auth_app() -> None:
     makes the import fail at once, which the handler already allows for.
     """
     sys.modules.setdefault("mlflow.server.auth", None)  # type: ignore[arg-type]
+
+
+def stores_on_this_machine() -> bool:
+    """Whether this worker's MLflow keeps SQLite files and an artifact directory.
+
+    ``mlflow server`` hands its workers their stores in these variables,
+    whichever command started it and with whatever flags.
+    """
+    from mlflow.server.constants import (
+        ARTIFACTS_DESTINATION_ENV_VAR,
+        BACKEND_STORE_URI_ENV_VAR,
+        READ_REPLICA_BACKEND_STORE_URI_ENV_VAR,
+        REGISTRY_STORE_URI_ENV_VAR,
+    )
+
+    databases = [os.environ.get(BACKEND_STORE_URI_ENV_VAR, "")] + [
+        os.environ[name]
+        for name in (REGISTRY_STORE_URI_ENV_VAR, READ_REPLICA_BACKEND_STORE_URI_ENV_VAR)
+        if os.environ.get(name)
+    ]
+    artifacts = os.environ.get(ARTIFACTS_DESTINATION_ENV_VAR, "")
+    return (
+        all(database_file(uri) is not None for uri in databases)
+        and bool(artifacts)
+        and urlsplit(artifacts).scheme in ("", "file")
+    )
 
 
 def create_app() -> ASGIApp:
@@ -122,8 +150,12 @@ def create_app() -> ASGIApp:
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    on_loop = stores_on_this_machine()
     logger.debug(
-        "Worker %d serving SharingHub %s", os.getpid(), settings.sharinghub_url
+        "Worker %d serving SharingHub %s; MLflow's handlers run %s",
+        os.getpid(),
+        settings.sharinghub_url,
+        "on the event loop (local stores)" if on_loop else "in threads",
     )
     guard = SharingHubMiddleware(
         mlflow_app,
@@ -135,7 +167,7 @@ def create_app() -> ASGIApp:
         # MLflow's Flask app checks hosts and origins and sets its security
         # headers itself, as under gunicorn; FastAPI's copies of those checks
         # stay on FastAPI's own routes only.
-        flask=FlaskBridge(flask_app),
+        flask=FlaskBridge(flask_app, on_loop=on_loop),
         native_prefixes=native_route_prefixes(mlflow_app),
     )
     # MLflow's modules leave over 300,000 objects that live as long as the
