@@ -116,7 +116,7 @@ class Postgres:
         if not found:
             raise BenchError(
                 f"no PostgreSQL server binaries under {POSTGRES_ROOT}: install the "
-                "'postgresql' package, or run with --sqlite"
+                "'postgresql' package, or keep the store in SQLite"
             )
         self.binaries = found[-1].parent
         self.port = free_port()
@@ -126,8 +126,8 @@ class Postgres:
         self.log = self.root / "postgres.log"
         self.owner = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
 
-    def create(self, database: str) -> str:
-        """Make and start the cluster with one database; that database's URI."""
+    def create(self) -> None:
+        """Make the cluster and start it."""
         password_file = self.root / "password"
         password_file.write_text(self.password)
         if self.owner is not None:
@@ -143,6 +143,9 @@ class Postgres:
         )
         password_file.unlink()
         self.start()
+
+    def add_database(self, database: str) -> str:
+        """Create a database in the running cluster; its URI for psycopg 3."""
         self._run(
             "psql",
             f"--host={self.root}",
@@ -152,9 +155,9 @@ class Postgres:
             f"--command=CREATE DATABASE {database}",
             env={"PGPASSWORD": self.password},
         )
-        return (
-            f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
-        )
+        credentials = f"{self.user}:{self.password}"
+        address = f"127.0.0.1:{self.port}"
+        return f"postgresql+psycopg://{credentials}@{address}/{database}"
 
     def start(self) -> None:
         options = " ".join(

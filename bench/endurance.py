@@ -604,7 +604,8 @@ class Stack:
         }
         if not self.sqlite:
             self.postgres = Postgres()
-            env["MLFLOW_BACKEND_STORE_URI"] = self.postgres.create("endurance")
+            self.postgres.create()
+            env["MLFLOW_BACKEND_STORE_URI"] = self.postgres.add_database("endurance")
         server_port = free_port()
         env["MLFLOW_PORT"] = str(server_port)
         self.server_url = f"http://127.0.0.1:{server_port}"

@@ -1,6 +1,8 @@
 """Throughput and latency of mlflow-sharinghub against plain ``mlflow server``.
 
-Starts, on loopback, with the same MLflow, SQLite store and worker count:
+Starts, on loopback, with the same MLflow, store type and worker count
+(SQLite files by default; with ``--postgresql``, a database each in one
+throw-away PostgreSQL cluster; artifacts in a local directory):
 
 - ``plain``: ``mlflow server`` with its defaults: uvicorn on asyncio's event
   loop and the pure-Python h11 parser, which is what ``pip install mlflow``
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import BIN, free_port, tree_rss_mb
+from common import BIN, BenchError, Postgres, free_port, tree_rss_mb
 
 # The server's default, said here so that the calls can be counted per TTL.
 CACHE_TTL = 30
@@ -249,14 +251,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--threads", default="1,8")
     parser.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="keep each server's store in PostgreSQL instead of SQLite",
+    )
+    parser.add_argument(
         "--operations",
         default=",".join(OPERATIONS),
         help="comma-separated subset of: " + ", ".join(OPERATIONS),
     )
     args = parser.parse_args()
-    thread_counts = [int(t) for t in args.threads.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    postgres = Postgres() if args.postgresql else None
+    try:
+        if postgres is not None:
+            postgres.create()
+        bench(args, workdir, postgres)
+    finally:
+        if postgres is not None:
+            postgres.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
 
+
+def bench(args: argparse.Namespace, workdir: Path, postgres: Postgres | None) -> None:
+    """Start the stand-in and the servers, load them, print the figures."""
+    thread_counts = [int(t) for t in args.threads.split(",")]
     standin_port = free_port()
     (workdir / "standin.yaml").write_text(STANDIN_CONFIG)
     standin = subprocess.Popen(
@@ -278,9 +297,14 @@ def main() -> None:
         port, data = free_port(), workdir / name
         data.mkdir()
         env = {"BENCH_DIR": str(workdir), "MLFLOW_DISABLE_TELEMETRY": "true"}
+        database = (
+            postgres.add_database(name.replace("-", "_"))
+            if postgres is not None
+            else f"sqlite:///{data}/mlflow.db"
+        )
         store = [
             "--backend-store-uri",
-            f"sqlite:///{data}/mlflow.db",
+            database,
             "--artifacts-destination",
             str(data / "mlartifacts"),
         ]
@@ -303,6 +327,7 @@ def main() -> None:
             env |= {
                 "SHARINGHUB_URL": standin_url,
                 "MLFLOW_DATA_DIR": str(data),
+                "MLFLOW_BACKEND_STORE_URI": database,
                 "MLFLOW_PORT": str(port),
                 "MLFLOW_WORKERS": str(args.workers),
                 "SHARINGHUB_CACHE_TTL": str(CACHE_TTL),
@@ -334,13 +359,15 @@ def main() -> None:
         for target in targets:
             target.start(bases[target.name])
             prepare(target, bases[target.name], args.runs)
+        print(
+            f"Store: {'PostgreSQL' if postgres else 'SQLite'}, {args.workers} workers"
+        )
         report(targets, bases, thread_counts, args)
         report_calls(httpx.get(f"{standin_url}/_standin/calls").json())
     finally:
         for target in targets:
             target.stop()
         standin.terminate()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def report(
@@ -409,4 +436,7 @@ def report(
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BenchError as error:
+        sys.exit(str(error))
