@@ -121,7 +121,7 @@ class Postgres:
         self.binaries = found[-1].parent
         self.port = free_port()
         self.password = f"pg-{uuid.uuid4().hex}"
-        self.root = Path(tempfile.mkdtemp(prefix="endurance-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.owner = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
